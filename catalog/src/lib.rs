@@ -1,0 +1,16 @@
+//! Chasqui's catalog: the entities that publish and consume services, the
+//! services with their versions and per-environment upstreams, the consumer
+//! systems, their grants and their tokens.
+//!
+//! Storage goes through sqlx with migrations that run at start. SQLite in a
+//! data directory is the embedded default. The data plane never queries the
+//! store per request: it loads a [`Snapshot`] and watches [`Store::change_seq`]
+//! to know when to load a new one, and looks tokens up through a cache.
+
+pub mod import;
+pub mod model;
+pub mod store;
+pub mod token;
+
+pub use model::{Category, Environment, TokenRecord};
+pub use store::{Snapshot, Store, StoreError};

@@ -1,0 +1,348 @@
+//! The store: a sqlx pool, the migrations, and the few reads and writes the
+//! data plane and the CLI need.
+
+use crate::model::{now_unix, Environment, TokenRecord};
+use crate::token::{self, IssuedToken};
+use sqlx::sqlite::{SqliteConnectOptions, SqliteJournalMode, SqlitePoolOptions, SqliteSynchronous};
+use sqlx::{Row, SqlitePool};
+use std::path::Path;
+use std::str::FromStr;
+use std::time::Duration;
+
+/// Errors of the catalog store.
+#[derive(Debug, thiserror::Error)]
+pub enum StoreError {
+    /// The database refused or failed an operation.
+    #[error("database error: {0}")]
+    Db(#[from] sqlx::Error),
+    /// A migration could not be applied.
+    #[error("migration failed: {0}")]
+    Migrate(#[from] sqlx::migrate::MigrateError),
+    /// Something named does not exist.
+    #[error("not found: {0}")]
+    NotFound(String),
+    /// The input breaks a rule of the catalog.
+    #[error("invalid: {0}")]
+    Invalid(String),
+}
+
+/// Result type of the store.
+pub type Result<T, E = StoreError> = std::result::Result<T, E>;
+
+/// The catalog store. Cheap to clone (it is a pool handle).
+#[derive(Clone, Debug)]
+pub struct Store {
+    pool: SqlitePool,
+}
+
+/// Everything the data plane routes with, read in one transaction.
+#[derive(Debug, Clone, Default)]
+pub struct Snapshot {
+    /// The change sequence this snapshot reflects.
+    pub seq: i64,
+    /// Every service that can be routed to, with its environments.
+    pub services: Vec<ServiceRoute>,
+    /// Active grants: (consumer id, service id, environment).
+    pub grants: Vec<(i64, i64, Environment)>,
+}
+
+/// One routable service: `/{entity_code}/v{version}/`.
+#[derive(Debug, Clone)]
+pub struct ServiceRoute {
+    /// Row id of the service.
+    pub id: i64,
+    /// Code of the publishing entity, the first path segment.
+    pub entity_code: String,
+    /// Code of the service within its entity.
+    pub code: String,
+    /// Major version, the `v{n}` path segment.
+    pub version: u32,
+    /// Human name.
+    pub name: String,
+    /// Catalog category (canonical name).
+    pub category: String,
+    /// Lifecycle status: draft, testing, published or deprecated.
+    pub status: String,
+    /// The environments that have upstreams.
+    pub environments: Vec<EnvironmentRoute>,
+}
+
+impl ServiceRoute {
+    /// Whether calls may reach `env` in the service's current status: a
+    /// draft serves nothing, a service in testing only `pruebas`.
+    pub fn serves(&self, env: Environment) -> bool {
+        match self.status.as_str() {
+            "published" | "deprecated" => true,
+            "testing" => env == Environment::Pruebas,
+            _ => false,
+        }
+    }
+
+    /// The routing data of one environment, if it has any.
+    pub fn environment(&self, env: Environment) -> Option<&EnvironmentRoute> {
+        self.environments.iter().find(|e| e.environment == env)
+    }
+}
+
+/// How to reach one environment of a service.
+#[derive(Debug, Clone)]
+pub struct EnvironmentRoute {
+    /// Which environment.
+    pub environment: Environment,
+    /// Upstream base URLs with their weights.
+    pub upstreams: Vec<UpstreamRow>,
+    /// PEM bundle that signs the upstreams' certificates (None: system roots).
+    pub ca_pem: Option<String>,
+    /// Connect timeout override, in milliseconds.
+    pub connect_timeout_ms: Option<u64>,
+    /// Read timeout override, in milliseconds.
+    pub read_timeout_ms: Option<u64>,
+}
+
+/// One upstream of an environment.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct UpstreamRow {
+    /// Base URL: scheme, host, port and an optional base path.
+    pub url: String,
+    /// Relative weight for load balancing.
+    pub weight: u32,
+}
+
+impl Store {
+    /// Opens (creating if needed) the SQLite database at `path` and applies
+    /// the migrations.
+    pub async fn open_sqlite(path: &Path) -> Result<Store> {
+        let options = SqliteConnectOptions::new()
+            .filename(path)
+            .create_if_missing(true)
+            .journal_mode(SqliteJournalMode::Wal)
+            // WAL with NORMAL survives a process crash without losing a
+            // committed transaction; only a power loss may drop the last ones.
+            .synchronous(SqliteSynchronous::Normal)
+            .foreign_keys(true)
+            .busy_timeout(Duration::from_secs(5));
+        Self::connect_sqlite(options).await
+    }
+
+    /// Opens a database by URL (`sqlite://path` or `sqlite::memory:`).
+    pub async fn open(url: &str) -> Result<Store> {
+        let options = SqliteConnectOptions::from_str(url)?
+            .create_if_missing(true)
+            .journal_mode(SqliteJournalMode::Wal)
+            .synchronous(SqliteSynchronous::Normal)
+            .foreign_keys(true)
+            .busy_timeout(Duration::from_secs(5));
+        Self::connect_sqlite(options).await
+    }
+
+    async fn connect_sqlite(options: SqliteConnectOptions) -> Result<Store> {
+        let in_memory = options.get_filename().as_os_str() == ":memory:";
+        let pool = SqlitePoolOptions::new()
+            // An in-memory database exists once per connection.
+            .max_connections(if in_memory { 1 } else { 4 })
+            .min_connections(1)
+            .idle_timeout(None)
+            .max_lifetime(None)
+            .connect_with(options)
+            .await?;
+        sqlx::migrate!("./migrations/sqlite").run(&pool).await?;
+        Ok(Store { pool })
+    }
+
+    /// The underlying pool, for modules that add their own tables.
+    pub fn pool(&self) -> &SqlitePool {
+        &self.pool
+    }
+
+    /// Closes the pool, waiting for connections to finish.
+    pub async fn close(&self) {
+        self.pool.close().await;
+    }
+
+    /// The highest change id; it moves whenever something routing or
+    /// authentication depends on changes.
+    pub async fn change_seq(&self) -> Result<i64> {
+        let seq: i64 = sqlx::query_scalar("SELECT COALESCE(MAX(id), 0) FROM catalog_changes")
+            .fetch_one(&self.pool)
+            .await?;
+        Ok(seq)
+    }
+
+    /// Reads services, their environments and upstreams, and active grants,
+    /// in one read transaction so that they agree with each other.
+    pub async fn load_snapshot(&self) -> Result<Snapshot> {
+        let mut tx = self.pool.begin().await?;
+        let seq: i64 = sqlx::query_scalar("SELECT COALESCE(MAX(id), 0) FROM catalog_changes")
+            .fetch_one(&mut *tx)
+            .await?;
+        let service_rows = sqlx::query(
+            "SELECT s.id, e.code, s.code, s.version, s.name, s.category, s.status
+             FROM services s JOIN entities e ON e.id = s.entity_id ORDER BY s.id",
+        )
+        .fetch_all(&mut *tx)
+        .await?;
+        let env_rows = sqlx::query(
+            "SELECT service_id, environment, ca_pem, connect_timeout_ms, read_timeout_ms
+             FROM service_environments",
+        )
+        .fetch_all(&mut *tx)
+        .await?;
+        let upstream_rows = sqlx::query(
+            "SELECT service_id, environment, url, weight FROM upstreams ORDER BY id",
+        )
+        .fetch_all(&mut *tx)
+        .await?;
+        let grant_rows = sqlx::query(
+            "SELECT consumer_id, service_id, environment FROM grants WHERE status = 'active'",
+        )
+        .fetch_all(&mut *tx)
+        .await?;
+        tx.commit().await?;
+
+        let mut services = Vec::with_capacity(service_rows.len());
+        for row in service_rows {
+            let version: i64 = row.try_get(3)?;
+            services.push(ServiceRoute {
+                id: row.try_get(0)?,
+                entity_code: row.try_get(1)?,
+                code: row.try_get(2)?,
+                version: u32::try_from(version).unwrap_or(0),
+                name: row.try_get(4)?,
+                category: row.try_get(5)?,
+                status: row.try_get(6)?,
+                environments: Vec::new(),
+            });
+        }
+        let index_of = |id: i64, services: &[ServiceRoute]| services.iter().position(|s| s.id == id);
+        for row in env_rows {
+            let service_id: i64 = row.try_get(0)?;
+            let env = parse_env(row.try_get::<String, _>(1)?)?;
+            if let Some(i) = index_of(service_id, &services) {
+                services[i].environments.push(EnvironmentRoute {
+                    environment: env,
+                    upstreams: Vec::new(),
+                    ca_pem: row.try_get(2)?,
+                    connect_timeout_ms: row.try_get::<Option<i64>, _>(3)?.map(|v| v.max(0) as u64),
+                    read_timeout_ms: row.try_get::<Option<i64>, _>(4)?.map(|v| v.max(0) as u64),
+                });
+            }
+        }
+        for row in upstream_rows {
+            let service_id: i64 = row.try_get(0)?;
+            let env = parse_env(row.try_get::<String, _>(1)?)?;
+            let Some(i) = index_of(service_id, &services) else { continue };
+            let upstream = UpstreamRow {
+                url: row.try_get(2)?,
+                weight: u32::try_from(row.try_get::<i64, _>(3)?).unwrap_or(1).max(1),
+            };
+            let service = &mut services[i];
+            match service.environments.iter_mut().find(|e| e.environment == env) {
+                Some(e) => e.upstreams.push(upstream),
+                None => service.environments.push(EnvironmentRoute {
+                    environment: env,
+                    upstreams: vec![upstream],
+                    ca_pem: None,
+                    connect_timeout_ms: None,
+                    read_timeout_ms: None,
+                }),
+            }
+        }
+        let mut grants = Vec::with_capacity(grant_rows.len());
+        for row in grant_rows {
+            grants.push((row.try_get(0)?, row.try_get(1)?, parse_env(row.try_get::<String, _>(2)?)?));
+        }
+        Ok(Snapshot { seq, services, grants })
+    }
+
+    /// Looks a token up by the SHA-256 of its string.
+    pub async fn lookup_token(&self, hash: &[u8; 32]) -> Result<Option<TokenRecord>> {
+        let row = sqlx::query(
+            "SELECT t.id, t.consumer_id, c.code, e.code, t.environment, t.expires_at, t.revoked_at,
+                    t.display_prefix
+             FROM tokens t
+             JOIN consumers c ON c.id = t.consumer_id
+             JOIN entities e ON e.id = c.entity_id
+             WHERE t.hash = ?",
+        )
+        .bind(&hash[..])
+        .fetch_optional(&self.pool)
+        .await?;
+        let Some(row) = row else { return Ok(None) };
+        Ok(Some(TokenRecord {
+            token_id: row.try_get(0)?,
+            consumer_id: row.try_get(1)?,
+            consumer_code: row.try_get(2)?,
+            entity_code: row.try_get(3)?,
+            environment: parse_env(row.try_get::<String, _>(4)?)?,
+            expires_at: row.try_get(5)?,
+            revoked_at: row.try_get(6)?,
+            display_prefix: row.try_get(7)?,
+        }))
+    }
+
+    /// Finds the id of consumer system `system` of entity `entity`.
+    pub async fn consumer_id(&self, entity: &str, system: &str) -> Result<i64> {
+        sqlx::query_scalar(
+            "SELECT c.id FROM consumers c JOIN entities e ON e.id = c.entity_id
+             WHERE e.code = ? AND c.code = ?",
+        )
+        .bind(entity)
+        .bind(system)
+        .fetch_optional(&self.pool)
+        .await?
+        .ok_or_else(|| StoreError::NotFound(format!("consumer system {entity}/{system}")))
+    }
+
+    /// Issues a token for a consumer system and environment. The secret is
+    /// returned once; only its hash is kept.
+    pub async fn issue_token(
+        &self,
+        consumer_id: i64,
+        env: Environment,
+        label: &str,
+        expires_at: Option<i64>,
+    ) -> Result<IssuedToken> {
+        let issued = token::generate(env);
+        sqlx::query(
+            "INSERT INTO tokens (consumer_id, environment, hash, display_prefix, label, created_at, expires_at)
+             VALUES (?, ?, ?, ?, ?, ?, ?)",
+        )
+        .bind(consumer_id)
+        .bind(env.as_str())
+        .bind(&issued.hash[..])
+        .bind(token::display_prefix(&issued.secret))
+        .bind(label)
+        .bind(now_unix())
+        .bind(expires_at)
+        .execute(&self.pool)
+        .await?;
+        Ok(issued)
+    }
+
+    /// Revokes every live token of a consumer whose display prefix or label
+    /// matches; returns how many were revoked.
+    pub async fn revoke_tokens(&self, consumer_id: i64, prefix_or_label: &str) -> Result<u64> {
+        let done = sqlx::query(
+            "UPDATE tokens SET revoked_at = ? WHERE consumer_id = ? AND revoked_at IS NULL
+               AND (display_prefix = ? OR label = ?)",
+        )
+        .bind(now_unix())
+        .bind(consumer_id)
+        .bind(prefix_or_label)
+        .bind(prefix_or_label)
+        .execute(&self.pool)
+        .await?;
+        Ok(done.rows_affected())
+    }
+}
+
+pub(crate) fn parse_env(s: String) -> Result<Environment> {
+    Environment::from_str(&s).map_err(|e| StoreError::Invalid(e.to_string()))
+}
+
+impl Store {
+    /// How many entities the catalog holds.
+    pub async fn entity_count(&self) -> Result<i64> {
+        Ok(sqlx::query_scalar("SELECT COUNT(*) FROM entities").fetch_one(&self.pool).await?)
+    }
+}

@@ -1,0 +1,81 @@
+//! Token authentication on the request path, from an in-memory cache.
+//!
+//! The cache maps the SHA-256 of a presented token to its record, or to
+//! "unknown" (negative entries stop a stream of bad tokens from reaching the
+//! store). The whole cache is invalidated whenever the catalog's change
+//! sequence moves, which every token insert, revocation or expiry change
+//! does, so a revocation is in force within one poll period.
+
+use crate::problem::Problem;
+use chasqui_catalog::model::now_unix;
+use chasqui_catalog::{token, Store, TokenRecord};
+use moka::future::Cache;
+use std::sync::Arc;
+use std::time::Duration;
+use tokio::runtime::Handle;
+
+/// The token cache.
+pub struct TokenCache {
+    cache: Cache<[u8; 32], Option<Arc<TokenRecord>>>,
+    store: Store,
+    control: Handle,
+}
+
+impl TokenCache {
+    /// A cache over `store`; misses run on the `control` runtime, where the
+    /// store's pool lives.
+    pub fn new(store: Store, control: Handle) -> TokenCache {
+        let cache = Cache::builder()
+            .max_capacity(200_000)
+            // A safety net only: invalidation on change is what keeps it right.
+            .time_to_live(Duration::from_secs(300))
+            .build();
+        TokenCache { cache, store, control }
+    }
+
+    /// Authenticates the value of an `Authorization` header.
+    pub async fn authenticate(&self, authorization: Option<&[u8]>) -> Result<Arc<TokenRecord>, (Problem, &'static str)> {
+        let Some(value) = authorization else {
+            return Err((Problem::TokenMissing, "send the token as `Authorization: Bearer <token>`"));
+        };
+        let value = std::str::from_utf8(value).map_err(|_| (Problem::TokenInvalid, "the Authorization header is not valid text"))?;
+        let presented = match value.split_once(' ') {
+            Some((scheme, rest)) if scheme.eq_ignore_ascii_case("bearer") => rest.trim(),
+            _ => return Err((Problem::TokenMissing, "the Authorization header must use the Bearer scheme")),
+        };
+        if token::parse(presented).is_none() {
+            return Err((Problem::TokenInvalid, "the token is malformed"));
+        }
+        let hash = token::hash(presented);
+        let store = self.store.clone();
+        let control = self.control.clone();
+        let found = self
+            .cache
+            .try_get_with(hash, async move {
+                control
+                    .spawn(async move { store.lookup_token(&hash).await })
+                    .await
+                    .map_err(|e| e.to_string())?
+                    .map(|found| found.map(Arc::new))
+                    .map_err(|e| e.to_string())
+            })
+            .await
+            .map_err(|e| {
+                tracing::error!(error = %e, "token lookup failed");
+                (Problem::Internal, "the token could not be checked; try again")
+            })?;
+        let record = found.ok_or((Problem::TokenInvalid, "the token is not known"))?;
+        if record.revoked_at.is_some() {
+            return Err((Problem::TokenRevoked, "the token was revoked"));
+        }
+        if record.expires_at.is_some_and(|at| at <= now_unix()) {
+            return Err((Problem::TokenExpired, "the token has expired"));
+        }
+        Ok(record)
+    }
+
+    /// Drops every cached entry.
+    pub fn invalidate_all(&self) {
+        self.cache.invalidate_all();
+    }
+}

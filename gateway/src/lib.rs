@@ -1,0 +1,20 @@
+//! Chasqui, the interoperability gateway of the Bolivian state.
+//!
+//! The `chasqui` binary is a thin CLI over this library: the data plane on
+//! pingora ([`proxy`]), the catalog snapshot it routes with ([`routes`],
+//! [`upstream`]), token authentication ([`auth`]), RFC 9457 errors
+//! ([`problem`]), path normalisation ([`path`]), the policy ([`policy`]) and
+//! the server's lifecycle ([`server`]).
+
+pub mod auth;
+pub mod config;
+pub mod demo;
+pub mod path;
+pub mod policy;
+pub mod problem;
+pub mod proxy;
+pub mod routes;
+pub mod server;
+pub mod state;
+pub mod tls;
+pub mod upstream;

@@ -1,0 +1,191 @@
+//! The `chasqui` command: `serve`, and the operator commands around it.
+
+use anyhow::Context;
+use chasqui::config::{Config, ServeArgs};
+use chasqui::policy::Policy;
+use chasqui::server;
+use chasqui_catalog::model::now_unix;
+use chasqui_catalog::Environment;
+use clap::{Args, Parser, Subcommand};
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+/// Chasqui, the interoperability gateway of the Bolivian state.
+#[derive(Parser)]
+#[command(name = "chasqui", version, about)]
+struct Cli {
+    /// Log format: `text` or `json`.
+    #[arg(long, env = "CHASQUI_LOG_FORMAT", default_value = "text", global = true)]
+    log_format: String,
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Run the gateway.
+    Serve(ServeArgs),
+    /// Work with the catalog.
+    #[command(subcommand)]
+    Catalog(CatalogCommand),
+    /// Issue and revoke consumer tokens.
+    #[command(subcommand)]
+    Token(TokenCommand),
+    /// Work with policy files.
+    #[command(subcommand)]
+    Policy(PolicyCommand),
+}
+
+#[derive(Subcommand)]
+enum CatalogCommand {
+    /// Import entities, services, upstreams, consumers and grants from a YAML
+    /// file, and issue the tokens it lists (each printed once).
+    Import {
+        /// The catalog file.
+        file: PathBuf,
+        #[command(flatten)]
+        store: StoreArgs,
+    },
+}
+
+#[derive(Subcommand)]
+enum TokenCommand {
+    /// Issue a token and print it once on standard output.
+    Issue {
+        /// The holder, as `entity/system` (e.g. `sin/portal-tramites`).
+        #[arg(long)]
+        consumer: String,
+        /// `pruebas` or `produccion`.
+        #[arg(long = "env")]
+        environment: Environment,
+        /// A label to recognise the token by.
+        #[arg(long, default_value = "")]
+        label: String,
+        /// Days until it expires (none: no expiry).
+        #[arg(long)]
+        expires_in_days: Option<u32>,
+        #[command(flatten)]
+        store: StoreArgs,
+    },
+    /// Revoke a consumer's live tokens by display prefix or label; in force on
+    /// running gateways within their catalog poll period.
+    Revoke {
+        /// The holder, as `entity/system`.
+        #[arg(long)]
+        consumer: String,
+        /// The token's display prefix (its first 15 characters) or its label.
+        #[arg(long)]
+        token: String,
+        #[command(flatten)]
+        store: StoreArgs,
+    },
+}
+
+#[derive(Subcommand)]
+enum PolicyCommand {
+    /// Check a policy file; the exit code says whether it is valid.
+    Validate {
+        /// The policy file.
+        file: PathBuf,
+    },
+}
+
+/// Where the catalog store is.
+#[derive(Args)]
+struct StoreArgs {
+    /// Data directory holding `chasqui.db`.
+    #[arg(long, env = "CHASQUI_DATA_DIR", default_value = "chasqui-data")]
+    data_dir: PathBuf,
+    /// Database URL, instead of the data directory's SQLite file.
+    #[arg(long, env = "CHASQUI_DATABASE_URL")]
+    database_url: Option<String>,
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    init_logging(&cli.log_format);
+    match run(cli.command) {
+        Ok(code) => code,
+        Err(e) => {
+            eprintln!("error: {e:#}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+fn init_logging(format: &str) {
+    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
+    let builder = tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr);
+    if format == "json" {
+        builder.json().flatten_event(true).init();
+    } else {
+        builder.init();
+    }
+}
+
+fn run(command: Command) -> anyhow::Result<ExitCode> {
+    match command {
+        Command::Serve(args) => {
+            server::serve(Config::resolve(args)?)?;
+            Ok(ExitCode::SUCCESS)
+        }
+        Command::Policy(PolicyCommand::Validate { file }) => match Policy::load(&file) {
+            Ok(_) => {
+                println!("{}: valid", file.display());
+                Ok(ExitCode::SUCCESS)
+            }
+            Err(e) => {
+                eprintln!("{e}");
+                Ok(ExitCode::FAILURE)
+            }
+        },
+        Command::Catalog(CatalogCommand::Import { file, store }) => block_on(async move {
+            let store = open(&store).await?;
+            let report = store.import_file(&file).await?;
+            println!(
+                "imported {} entities, {} services, {} consumer systems, {} grants",
+                report.entities, report.services, report.consumers, report.grants
+            );
+            for kept in &report.kept {
+                println!("kept   {kept} (a live token with this label exists; not shown again)");
+            }
+            for t in &report.issued {
+                // The only time these secrets are ever shown.
+                println!("token  {} {} {} {}", t.consumer, t.environment, t.label, t.secret);
+            }
+            Ok(ExitCode::SUCCESS)
+        }),
+        Command::Token(TokenCommand::Issue { consumer, environment, label, expires_in_days, store }) => {
+            block_on(async move {
+                let store = open(&store).await?;
+                let (entity, system) = split_consumer(&consumer)?;
+                let id = store.consumer_id(entity, system).await?;
+                let expires_at = expires_in_days.map(|d| now_unix() + i64::from(d) * 86_400);
+                let issued = store.issue_token(id, environment, &label, expires_at).await?;
+                println!("{}", issued.secret);
+                Ok(ExitCode::SUCCESS)
+            })
+        }
+        Command::Token(TokenCommand::Revoke { consumer, token, store }) => block_on(async move {
+            let store = open(&store).await?;
+            let (entity, system) = split_consumer(&consumer)?;
+            let id = store.consumer_id(entity, system).await?;
+            let n = store.revoke_tokens(id, &token).await?;
+            println!("revoked {n} token(s)");
+            Ok(if n == 0 { ExitCode::FAILURE } else { ExitCode::SUCCESS })
+        }),
+    }
+}
+
+fn split_consumer(consumer: &str) -> anyhow::Result<(&str, &str)> {
+    consumer.split_once('/').context("the consumer is written `entity/system`, e.g. `sin/portal-tramites`")
+}
+
+async fn open(args: &StoreArgs) -> anyhow::Result<chasqui_catalog::Store> {
+    server::open_store(&args.data_dir, args.database_url.as_deref()).await
+}
+
+fn block_on<F: std::future::Future<Output = anyhow::Result<ExitCode>>>(f: F) -> anyhow::Result<ExitCode> {
+    tokio::runtime::Builder::new_current_thread().enable_all().build()?.block_on(f)
+}

@@ -1,0 +1,196 @@
+//! The data-plane part of a policy: request limits and upstream behaviour.
+//!
+//! The default policy ships in `policies/default.yaml` and is compiled in, so
+//! the embedded default needs no file. Unknown keys are refused, so a typo
+//! fails at load instead of silently doing nothing.
+
+use serde::Deserialize;
+use std::path::Path;
+use std::time::Duration;
+
+/// The text of `policies/default.yaml`.
+pub const DEFAULT_POLICY: &str = include_str!("../../policies/default.yaml");
+
+/// A loaded policy.
+#[derive(Debug, Clone, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields)]
+pub struct Policy {
+    /// Format version; only 1 exists.
+    pub version: u32,
+    /// Request size limits.
+    #[serde(default)]
+    pub limits: Limits,
+    /// Upstream timeouts, retries and health checks.
+    #[serde(default)]
+    pub upstream: UpstreamPolicy,
+}
+
+/// Request size limits.
+#[derive(Debug, Clone, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields, default)]
+pub struct Limits {
+    /// Largest request body, in bytes.
+    pub max_request_body_bytes: u64,
+    /// Largest request head, in bytes.
+    pub max_request_header_bytes: usize,
+    /// Most header fields.
+    pub max_request_headers: usize,
+}
+
+impl Default for Limits {
+    fn default() -> Self {
+        Limits { max_request_body_bytes: 10 << 20, max_request_header_bytes: 32 << 10, max_request_headers: 100 }
+    }
+}
+
+/// Upstream behaviour.
+#[derive(Debug, Clone, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields, default)]
+pub struct UpstreamPolicy {
+    /// Connect (and TLS handshake) timeout.
+    pub connect_timeout_ms: u64,
+    /// Per-read timeout.
+    pub read_timeout_ms: u64,
+    /// Per-write timeout.
+    pub write_timeout_ms: u64,
+    /// Idle time of a pooled connection.
+    pub idle_timeout_ms: u64,
+    /// Extra attempts after a failure.
+    pub retries: u8,
+    /// Active health checks.
+    pub health_check: HealthCheckPolicy,
+}
+
+impl Default for UpstreamPolicy {
+    fn default() -> Self {
+        UpstreamPolicy {
+            connect_timeout_ms: 2_000,
+            read_timeout_ms: 30_000,
+            write_timeout_ms: 30_000,
+            idle_timeout_ms: 60_000,
+            retries: 2,
+            health_check: HealthCheckPolicy::default(),
+        }
+    }
+}
+
+/// Active health checks.
+#[derive(Debug, Clone, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields, default)]
+pub struct HealthCheckPolicy {
+    /// Probe period.
+    pub interval_ms: u64,
+    /// Probe timeout.
+    pub timeout_ms: u64,
+    /// Successes to come back.
+    pub healthy_after: u32,
+    /// Failures to go out.
+    pub unhealthy_after: u32,
+}
+
+impl Default for HealthCheckPolicy {
+    fn default() -> Self {
+        HealthCheckPolicy { interval_ms: 2_000, timeout_ms: 1_000, healthy_after: 2, unhealthy_after: 2 }
+    }
+}
+
+/// Errors loading a policy.
+#[derive(Debug, thiserror::Error)]
+pub enum PolicyError {
+    /// The file could not be read.
+    #[error("cannot read policy {path}: {source}")]
+    Read {
+        /// The file.
+        path: String,
+        /// Why.
+        source: std::io::Error,
+    },
+    /// The YAML is malformed or does not match the format.
+    #[error("{origin}: {message}")]
+    Invalid {
+        /// File name or `default policy`.
+        origin: String,
+        /// What is wrong, with line and column when known.
+        message: String,
+    },
+}
+
+impl Policy {
+    /// Parses and checks a policy text; `origin` names it in errors.
+    pub fn parse(text: &str, origin: &str) -> Result<Policy, PolicyError> {
+        let policy: Policy = serde_yaml::from_str(text)
+            .map_err(|e| PolicyError::Invalid { origin: origin.to_string(), message: e.to_string() })?;
+        policy.check().map_err(|message| PolicyError::Invalid { origin: origin.to_string(), message })?;
+        Ok(policy)
+    }
+
+    /// Loads a policy file.
+    pub fn load(path: &Path) -> Result<Policy, PolicyError> {
+        let text = std::fs::read_to_string(path)
+            .map_err(|source| PolicyError::Read { path: path.display().to_string(), source })?;
+        Self::parse(&text, &path.display().to_string())
+    }
+
+    /// The compiled-in default policy.
+    pub fn default_policy() -> Result<Policy, PolicyError> {
+        Self::parse(DEFAULT_POLICY, "policies/default.yaml")
+    }
+
+    fn check(&self) -> Result<(), String> {
+        if self.version != 1 {
+            return Err(format!("version: unsupported policy version {} (expected 1)", self.version));
+        }
+        let u = &self.upstream;
+        for (name, value) in [
+            ("upstream.connect_timeout_ms", u.connect_timeout_ms),
+            ("upstream.read_timeout_ms", u.read_timeout_ms),
+            ("upstream.write_timeout_ms", u.write_timeout_ms),
+            ("upstream.health_check.interval_ms", u.health_check.interval_ms),
+            ("upstream.health_check.timeout_ms", u.health_check.timeout_ms),
+        ] {
+            if value == 0 {
+                return Err(format!("{name}: must be greater than 0"));
+            }
+        }
+        if u.health_check.healthy_after == 0 || u.health_check.unhealthy_after == 0 {
+            return Err("upstream.health_check: thresholds must be at least 1".into());
+        }
+        if self.limits.max_request_header_bytes < 1024 {
+            return Err("limits.max_request_header_bytes: must be at least 1024".into());
+        }
+        Ok(())
+    }
+
+    /// Connect timeout as a duration.
+    pub fn connect_timeout(&self) -> Duration {
+        Duration::from_millis(self.upstream.connect_timeout_ms)
+    }
+
+    /// Read timeout as a duration.
+    pub fn read_timeout(&self) -> Duration {
+        Duration::from_millis(self.upstream.read_timeout_ms)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_shipped_default_policy_loads() {
+        let p = Policy::default_policy().unwrap();
+        assert_eq!(p.limits.max_request_body_bytes, 10 << 20);
+        assert_eq!(p.upstream.retries, 2);
+    }
+
+    #[test]
+    fn typos_and_bad_values_are_refused_with_their_place() {
+        let err = Policy::parse("version: 1\nlimits:\n  max_request_body: 5\n", "p.yaml").unwrap_err();
+        let msg = err.to_string();
+        assert!(msg.contains("p.yaml") && msg.contains("max_request_body") && msg.contains("line 3"), "{msg}");
+        let err = Policy::parse("version: 2\n", "p.yaml").unwrap_err();
+        assert!(err.to_string().contains("unsupported policy version"));
+        let err = Policy::parse("version: 1\nupstream:\n  read_timeout_ms: 0\n", "p.yaml").unwrap_err();
+        assert!(err.to_string().contains("read_timeout_ms"));
+    }
+}

@@ -1,0 +1,444 @@
+//! The data plane: pingora's `ProxyHttp` filled with Chasqui's request path.
+//!
+//! Order of work for one request: reserved endpoints, size limits, path
+//! normalisation and routing, token authentication, environment and grant
+//! checks, upstream selection, header rewriting, proxying, and on any failure
+//! one RFC 9457 answer.
+
+use crate::path::{self, Parsed};
+use crate::policy::Policy;
+use crate::problem::{self, Problem};
+use crate::routes::ServiceEntry;
+use crate::state::{Gateway, InflightGuard};
+use crate::upstream::UpstreamPool;
+use async_trait::async_trait;
+use bytes::Bytes;
+use chasqui_catalog::{Environment, TokenRecord};
+use pingora_core::upstreams::peer::HttpPeer;
+use pingora_error::{Error, ErrorSource, ErrorType, Result};
+use pingora_http::{RequestHeader, ResponseHeader};
+use pingora_proxy::{FailToProxy, ProxyHttp, Session};
+use rand::RngCore;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+/// Request headers that only concern one hop, plus those a client must not
+/// be able to forge towards the upstream.
+const STRIPPED_REQUEST_HEADERS: &[&str] = &[
+    "authorization",
+    "proxy-authorization",
+    "connection",
+    "keep-alive",
+    "proxy-connection",
+    "te",
+    "trailer",
+    "upgrade",
+    "forwarded",
+    "x-forwarded-for",
+    "x-forwarded-proto",
+    "x-forwarded-host",
+    "x-forwarded-port",
+    "x-real-ip",
+];
+
+/// Prefix of the identity headers the gateway sets for upstreams.
+const IDENTITY_PREFIX: &str = "x-chasqui-";
+
+/// The proxy.
+pub struct ChasquiProxy {
+    gw: Arc<Gateway>,
+}
+
+impl ChasquiProxy {
+    /// A proxy over the gateway's state.
+    pub fn new(gw: Arc<Gateway>) -> Self {
+        ChasquiProxy { gw }
+    }
+}
+
+/// Where an authenticated, authorised request goes.
+pub struct Routed {
+    service: Arc<ServiceEntry>,
+    pool: Arc<UpstreamPool>,
+    env: Environment,
+    consumer: Arc<TokenRecord>,
+    /// Path below the service, plus the query, as sent upstream (after the base path).
+    upstream_path: String,
+}
+
+/// Per-request state.
+pub struct RequestCtx {
+    request_id: String,
+    started: Instant,
+    policy: Arc<Policy>,
+    routed: Option<Routed>,
+    /// The cause to answer with if the request fails now.
+    problem: Option<(Problem, String)>,
+    tried: Vec<usize>,
+    body_bytes: u64,
+    _inflight: InflightGuard,
+}
+
+fn new_request_id() -> String {
+    let mut raw = [0u8; 16];
+    rand::rng().fill_bytes(&mut raw);
+    let mut out = String::with_capacity(32);
+    for b in raw {
+        out.push(char::from_digit(u32::from(b >> 4), 16).unwrap_or('0'));
+        out.push(char::from_digit(u32::from(b & 0xf), 16).unwrap_or('0'));
+    }
+    out
+}
+
+/// An error that carries the problem to answer with.
+fn fail(ctx: &mut RequestCtx, problem: Problem, detail: impl Into<String>) -> Box<Error> {
+    let detail = detail.into();
+    let err = Error::explain(ErrorType::HTTPStatus(problem.status()), detail.clone());
+    ctx.problem = Some((problem, detail));
+    err
+}
+
+/// Size of the request head as it would be on the wire (HTTP/1.1 form).
+fn head_size(req: &RequestHeader) -> usize {
+    let line = req.method.as_str().len() + req.uri.path_and_query().map_or(1, |p| p.as_str().len()) + 12;
+    line + req.headers.iter().map(|(k, v)| k.as_str().len() + v.len() + 4).sum::<usize>()
+}
+
+impl ChasquiProxy {
+    async fn answer(&self, session: &mut Session, ctx: &RequestCtx, problem: Problem, detail: &str) -> Result<bool> {
+        problem::respond(session, problem, detail, &ctx.request_id).await?;
+        Ok(true)
+    }
+
+    async fn internal_endpoint(&self, session: &mut Session, ctx: &RequestCtx, what: &str) -> Result<bool> {
+        let (status, body) = match what {
+            "health/live" => (200, r#"{"status":"live"}"#),
+            "health/ready" if self.gw.lifecycle.is_ready() => (200, r#"{"status":"ready"}"#),
+            "health/ready" => (503, r#"{"status":"not-ready"}"#),
+            _ => return self.answer(session, ctx, Problem::NotFound, "no such gateway endpoint").await,
+        };
+        let mut resp = ResponseHeader::build(status, Some(4))?;
+        resp.insert_header("content-type", "application/json")?;
+        resp.insert_header("content-length", body.len().to_string())?;
+        resp.insert_header("cache-control", "no-store")?;
+        session.write_response_header(Box::new(resp), false).await?;
+        session.write_response_body(Some(Bytes::from_static(body.as_bytes())), true).await?;
+        Ok(true)
+    }
+}
+
+#[async_trait]
+impl ProxyHttp for ChasquiProxy {
+    type CTX = RequestCtx;
+
+    fn new_ctx(&self) -> RequestCtx {
+        RequestCtx {
+            request_id: new_request_id(),
+            started: Instant::now(),
+            policy: self.gw.policy.load_full(),
+            routed: None,
+            problem: None,
+            tried: Vec::new(),
+            body_bytes: 0,
+            _inflight: self.gw.lifecycle.enter(),
+        }
+    }
+
+    async fn request_filter(&self, session: &mut Session, ctx: &mut RequestCtx) -> Result<bool> {
+        let limits = &ctx.policy.limits;
+        let req = session.req_header();
+        if req.headers.len() > limits.max_request_headers || head_size(req) > limits.max_request_header_bytes {
+            let detail = format!(
+                "the request head is limited to {} bytes and {} fields",
+                limits.max_request_header_bytes, limits.max_request_headers
+            );
+            return self.answer(session, ctx, Problem::HeadersTooLarge, &detail).await;
+        }
+        let declared_len = req
+            .headers
+            .get(http::header::CONTENT_LENGTH)
+            .and_then(|v| v.to_str().ok())
+            .and_then(|v| v.trim().parse::<u64>().ok());
+        if declared_len.is_some_and(|n| n > limits.max_request_body_bytes) {
+            let detail = format!("the request body is limited to {} bytes", limits.max_request_body_bytes);
+            return self.answer(session, ctx, Problem::PayloadTooLarge, &detail).await;
+        }
+
+        let route = match path::parse(req.uri.path().as_bytes()) {
+            Ok(Parsed::Route(route)) => route,
+            Ok(Parsed::Internal(what)) => return self.internal_endpoint(session, ctx, &what).await,
+            Ok(Parsed::NoRoute) => {
+                return self
+                    .answer(session, ctx, Problem::NotFound, "catalog services live at /{entidad}/v{n}/...")
+                    .await
+            }
+            Err(e) => return self.answer(session, ctx, Problem::BadPath, &e.to_string()).await,
+        };
+        let query = req.uri.query().map(str::to_owned);
+
+        let table = self.gw.routes.load();
+        let Some(service) = table.service(&route.entity, route.version).cloned() else {
+            let detail = format!("no service is published at /{}/v{}/", route.entity, route.version);
+            return self.answer(session, ctx, Problem::UnknownService, &detail).await;
+        };
+
+        let authorization = session.req_header().headers.get(http::header::AUTHORIZATION).map(|v| v.as_bytes());
+        let consumer = match self.gw.tokens.authenticate(authorization).await {
+            Ok(consumer) => consumer,
+            Err((problem, detail)) => return self.answer(session, ctx, problem, detail).await,
+        };
+        let env = consumer.environment;
+        if route.fake && env != Environment::Pruebas {
+            return self
+                .answer(
+                    session,
+                    ctx,
+                    Problem::EnvironmentMismatch,
+                    "/fake/ is the test environment; use a test (chq_test_) token there",
+                )
+                .await;
+        }
+        if !table.granted(consumer.consumer_id, service.id, env) {
+            let detail = format!(
+                "{}/{} holds no grant for {} in {}",
+                consumer.entity_code, consumer.consumer_code, service.route_name, env
+            );
+            return self.answer(session, ctx, Problem::NoGrant, &detail).await;
+        }
+        let Some(pool) = service.pool(env).cloned() else {
+            let detail = format!("{} is not enabled in {}", service.route_name, env);
+            return self.answer(session, ctx, Problem::EnvironmentUnavailable, &detail).await;
+        };
+        let mut upstream_path = route.rest;
+        if let Some(q) = query {
+            upstream_path.push('?');
+            upstream_path.push_str(&q);
+        }
+        ctx.routed = Some(Routed { service, pool, env, consumer, upstream_path });
+        Ok(false)
+    }
+
+    async fn request_body_filter(
+        &self,
+        _session: &mut Session,
+        body: &mut Option<Bytes>,
+        _end_of_stream: bool,
+        ctx: &mut RequestCtx,
+    ) -> Result<()> {
+        if let Some(chunk) = body {
+            ctx.body_bytes += chunk.len() as u64;
+            let max = ctx.policy.limits.max_request_body_bytes;
+            if ctx.body_bytes > max {
+                return Err(fail(ctx, Problem::PayloadTooLarge, format!("the request body is limited to {max} bytes")));
+            }
+        }
+        Ok(())
+    }
+
+    async fn upstream_peer(&self, _session: &mut Session, ctx: &mut RequestCtx) -> Result<Box<HttpPeer>> {
+        let Some(routed) = ctx.routed.as_ref() else {
+            return Err(fail(ctx, Problem::Internal, "request reached upstream selection unrouted"));
+        };
+        let pool = routed.pool.clone();
+        let Some(index) = pool.select(&ctx.tried) else {
+            if ctx.tried.is_empty() {
+                let detail = format!("every upstream of {} in {} is failing its health checks", routed.service.route_name, routed.env);
+                return Err(fail(ctx, Problem::NoHealthyUpstream, detail));
+            }
+            // Retries exhausted the healthy backends: answer with the last failure.
+            let (problem, detail) = ctx.problem.clone().unwrap_or((Problem::UpstreamUnreachable, String::new()));
+            return Err(fail(ctx, problem, detail));
+        };
+        ctx.tried.push(index);
+        let backend = &pool.backends[index];
+        let policy = &ctx.policy;
+        let mut peer = HttpPeer::new(backend.addr, backend.tls, backend.sni.clone());
+        let connect_timeout = pool.connect_timeout.unwrap_or_else(|| policy.connect_timeout());
+        peer.options.connection_timeout = Some(connect_timeout);
+        peer.options.total_connection_timeout = Some(connect_timeout);
+        peer.options.read_timeout = Some(pool.read_timeout.unwrap_or_else(|| policy.read_timeout()));
+        peer.options.write_timeout = Some(Duration::from_millis(policy.upstream.write_timeout_ms));
+        peer.options.idle_timeout = Some(Duration::from_millis(policy.upstream.idle_timeout_ms));
+        peer.options.ca = pool.ca.clone();
+        Ok(Box::new(peer))
+    }
+
+    async fn upstream_request_filter(
+        &self,
+        session: &mut Session,
+        upstream: &mut RequestHeader,
+        ctx: &mut RequestCtx,
+    ) -> Result<()> {
+        let Some(routed) = ctx.routed.as_ref() else {
+            return Err(fail(ctx, Problem::Internal, "request reached the upstream unrouted"));
+        };
+        let Some(&index) = ctx.tried.last() else {
+            return Err(fail(ctx, Problem::Internal, "no upstream chosen"));
+        };
+        let backend = &routed.pool.backends[index];
+        let uri = format!("{}{}", backend.base_path, routed.upstream_path);
+        upstream.set_uri(uri.parse::<http::Uri>().map_err(|e| {
+            Error::because(ErrorType::InternalError, "building the upstream URI", e)
+        })?);
+
+        let original_host = session
+            .req_header()
+            .uri
+            .authority()
+            .map(|a| a.as_str().to_owned())
+            .or_else(|| session.get_header(http::header::HOST).and_then(|h| h.to_str().ok()).map(str::to_owned));
+        for name in STRIPPED_REQUEST_HEADERS {
+            upstream.remove_header(*name);
+        }
+        let forged: Vec<http::HeaderName> = upstream
+            .headers
+            .keys()
+            .filter(|k| k.as_str().starts_with(IDENTITY_PREFIX))
+            .cloned()
+            .collect();
+        for name in forged {
+            upstream.remove_header(&name);
+        }
+        upstream.insert_header(http::header::HOST, backend.authority.as_str())?;
+
+        let client_ip = session.client_addr().and_then(|a| a.as_inet()).map(|a| a.ip());
+        let proto = if session.digest().and_then(|d| d.ssl_digest.as_ref()).is_some() { "https" } else { "http" };
+        if let Some(ip) = client_ip {
+            upstream.insert_header("x-forwarded-for", ip.to_string())?;
+        }
+        upstream.insert_header("x-forwarded-proto", proto)?;
+        let mut forwarded = String::with_capacity(64);
+        if let Some(ip) = client_ip {
+            if ip.is_ipv6() {
+                forwarded.push_str(&format!("for=\"[{ip}]\";"));
+            } else {
+                forwarded.push_str(&format!("for={ip};"));
+            }
+        }
+        forwarded.push_str("proto=");
+        forwarded.push_str(proto);
+        if let Some(host) = original_host.filter(|h| h.bytes().all(|b| b.is_ascii_graphic() && b != b'"')) {
+            upstream.insert_header("x-forwarded-host", host.as_str())?;
+            forwarded.push_str(&format!(";host=\"{host}\""));
+        }
+        upstream.insert_header("forwarded", forwarded)?;
+
+        let consumer = &routed.consumer;
+        upstream.insert_header("x-chasqui-consumer-entity", consumer.entity_code.as_str())?;
+        upstream.insert_header("x-chasqui-consumer-system", consumer.consumer_code.as_str())?;
+        upstream.insert_header("x-chasqui-environment", routed.env.as_str())?;
+        upstream.insert_header("x-chasqui-service", routed.service.route_name.as_str())?;
+        upstream.insert_header("x-request-id", ctx.request_id.as_str())?;
+        Ok(())
+    }
+
+    async fn response_filter(&self, _session: &mut Session, response: &mut ResponseHeader, ctx: &mut RequestCtx) -> Result<()> {
+        response.insert_header("x-request-id", ctx.request_id.as_str())?;
+        Ok(())
+    }
+
+    fn fail_to_connect(&self, _session: &mut Session, _peer: &HttpPeer, ctx: &mut RequestCtx, mut e: Box<Error>) -> Box<Error> {
+        let Some(routed) = ctx.routed.as_ref() else { return e };
+        if let Some(&index) = ctx.tried.last() {
+            routed.pool.backends[index].health.record_connect_failure();
+        }
+        let problem = classify(&e).unwrap_or(Problem::UpstreamUnreachable);
+        let detail = match problem {
+            Problem::UpstreamTimeout => format!("the upstream of {} did not accept the connection in time", routed.service.route_name),
+            _ => format!("the upstream of {} refused the connection", routed.service.route_name),
+        };
+        // Nothing was sent, so any method may go to another upstream.
+        let retry = ctx.tried.len() <= usize::from(ctx.policy.upstream.retries) && routed.pool.has_candidate(&ctx.tried);
+        ctx.problem = Some((problem, detail));
+        e.set_retry(retry);
+        e
+    }
+
+    fn error_while_proxy(
+        &self,
+        _peer: &HttpPeer,
+        session: &mut Session,
+        mut e: Box<Error>,
+        ctx: &mut RequestCtx,
+        _client_reused: bool,
+    ) -> Box<Error> {
+        // The request may have reached the upstream: only idempotent methods
+        // whose body is still fully buffered may be sent again.
+        let Some(routed) = ctx.routed.as_ref() else { return e };
+        let retry = session.req_header().method.is_idempotent()
+            && !session.as_ref().retry_buffer_truncated()
+            && ctx.tried.len() <= usize::from(ctx.policy.upstream.retries)
+            && routed.pool.has_candidate(&ctx.tried);
+        if ctx.problem.is_none() || retry {
+            let problem = classify(&e).unwrap_or(Problem::UpstreamError);
+            let detail = match problem {
+                Problem::UpstreamTimeout => format!("the upstream of {} did not answer in time", routed.service.route_name),
+                _ => format!("the upstream of {} broke the exchange", routed.service.route_name),
+            };
+            ctx.problem = Some((problem, detail));
+        }
+        e.set_retry(retry);
+        e
+    }
+
+    async fn fail_to_proxy(&self, session: &mut Session, e: &Error, ctx: &mut RequestCtx) -> FailToProxy {
+        let (problem, detail) = match ctx.problem.clone() {
+            Some(found) => found,
+            None => match classify(e) {
+                Some(p) => (p, String::new()),
+                // The client's connection is gone: nobody to answer.
+                None => return FailToProxy { error_code: 0, can_reuse_downstream: false },
+            },
+        };
+        if session.response_written().is_none() {
+            if let Err(write_err) = problem::respond(session, problem, &detail, &ctx.request_id).await {
+                tracing::debug!(error = %write_err, "could not write the problem answer");
+            }
+        }
+        FailToProxy { error_code: problem.status(), can_reuse_downstream: false }
+    }
+
+    async fn logging(&self, session: &mut Session, e: Option<&Error>, ctx: &mut RequestCtx) {
+        if !self.gw.access_log {
+            return;
+        }
+        let status = session.response_written().map_or(0, |r| r.status.as_u16());
+        let routed = ctx.routed.as_ref();
+        tracing::info!(
+            target: "chasqui::access",
+            request_id = %ctx.request_id,
+            method = %session.req_header().method,
+            service = routed.map_or("-", |r| r.service.route_name.as_str()),
+            environment = routed.map_or("-", |r| r.env.as_str()),
+            consumer = %routed.map_or_else(|| "-".to_string(), |r| format!("{}/{}", r.consumer.entity_code, r.consumer.consumer_code)),
+            status,
+            problem = ctx.problem.as_ref().map_or("-", |(p, _)| p.parts().1),
+            attempts = ctx.tried.len(),
+            duration_us = ctx.started.elapsed().as_micros() as u64,
+            error = e.map(|e| e.etype().as_str()).unwrap_or("-"),
+        );
+    }
+}
+
+/// Maps a pingora error to the problem a client should see; `None` when
+/// the client's own connection failed and no answer can be sent.
+fn classify(e: &Error) -> Option<Problem> {
+    use ErrorType::*;
+    Some(match (e.etype(), e.esource()) {
+        (HTTPStatus(413), _) => Problem::PayloadTooLarge,
+        (HTTPStatus(431), _) => Problem::HeadersTooLarge,
+        (HTTPStatus(code), ErrorSource::Upstream) if *code >= 500 => Problem::UpstreamError,
+        (HTTPStatus(code), _) if (400..500).contains(code) => Problem::BadRequest,
+        (ConnectTimedout | ReadTimedout | WriteTimedout | TLSHandshakeTimedout, ErrorSource::Upstream) => {
+            Problem::UpstreamTimeout
+        }
+        (ConnectTimedout, _) => Problem::UpstreamTimeout,
+        (ConnectRefused | ConnectNoRoute | ConnectError | TLSHandshakeFailure | InvalidCert | HandshakeError | SocketError, _) => {
+            Problem::UpstreamUnreachable
+        }
+        (_, ErrorSource::Upstream) => Problem::UpstreamError,
+        (ReadError | WriteError | ConnectionClosed | ReadTimedout | WriteTimedout, ErrorSource::Downstream) => return None,
+        (_, ErrorSource::Downstream) => Problem::BadRequest,
+        _ => Problem::Internal,
+    })
+}

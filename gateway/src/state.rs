@@ -1,0 +1,170 @@
+//! The gateway's shared state: the route table, the token cache, the policy
+//! and the lifecycle flags, plus the control-plane tasks that keep them fresh.
+
+use crate::auth::TokenCache;
+use crate::policy::Policy;
+use crate::routes::{self, HealthRegistry, RouteTable};
+use arc_swap::ArcSwap;
+use chasqui_catalog::Store;
+use std::collections::HashMap;
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::sync::Arc;
+use std::time::Duration;
+use tokio::runtime::Handle;
+
+/// Shared state of one gateway process.
+pub struct Gateway {
+    /// Current route table.
+    pub routes: ArcSwap<RouteTable>,
+    /// Token cache.
+    pub tokens: TokenCache,
+    /// Current policy.
+    pub policy: ArcSwap<Policy>,
+    /// Health of upstream addresses.
+    pub health: HealthRegistry,
+    /// The catalog store.
+    pub store: Store,
+    /// Handle of the control runtime (store, refresh, health checks).
+    pub control: Handle,
+    /// Readiness, draining and in-flight accounting.
+    pub lifecycle: Arc<Lifecycle>,
+    /// Whether to write access-log lines.
+    pub access_log: bool,
+}
+
+/// Readiness and draining.
+#[derive(Debug, Default)]
+pub struct Lifecycle {
+    ready: AtomicBool,
+    draining: AtomicBool,
+    inflight: AtomicUsize,
+}
+
+impl Lifecycle {
+    /// Ready to take traffic: catalog loaded and not draining.
+    pub fn is_ready(&self) -> bool {
+        self.ready.load(Ordering::Acquire) && !self.is_draining()
+    }
+
+    /// Marks the gateway ready.
+    pub fn set_ready(&self) {
+        self.ready.store(true, Ordering::Release);
+    }
+
+    /// Whether a shutdown has begun.
+    pub fn is_draining(&self) -> bool {
+        self.draining.load(Ordering::Acquire)
+    }
+
+    /// Begins draining: readiness goes to 503 at once.
+    pub fn begin_drain(&self) {
+        self.draining.store(true, Ordering::Release);
+    }
+
+    /// Requests being served now.
+    pub fn inflight(&self) -> usize {
+        self.inflight.load(Ordering::Acquire)
+    }
+
+    /// Counts a request until the guard drops.
+    pub fn enter(self: &Arc<Self>) -> InflightGuard {
+        self.inflight.fetch_add(1, Ordering::AcqRel);
+        InflightGuard(self.clone())
+    }
+}
+
+/// Decrements the in-flight count when dropped.
+pub struct InflightGuard(Arc<Lifecycle>);
+
+impl Drop for InflightGuard {
+    fn drop(&mut self) {
+        self.0.inflight.fetch_sub(1, Ordering::AcqRel);
+    }
+}
+
+impl Gateway {
+    /// Builds the state from an open store; call on the control runtime.
+    pub async fn new(store: Store, policy: Policy, access_log: bool) -> anyhow::Result<Arc<Gateway>> {
+        let health = HealthRegistry::default();
+        let snapshot = store.load_snapshot().await?;
+        let table = routes::build(&snapshot, &health).await;
+        let gateway = Gateway {
+            routes: ArcSwap::from_pointee(table),
+            tokens: TokenCache::new(store.clone(), Handle::current()),
+            policy: ArcSwap::from_pointee(policy),
+            health,
+            store,
+            control: Handle::current(),
+            lifecycle: Arc::new(Lifecycle::default()),
+            access_log,
+        };
+        Ok(Arc::new(gateway))
+    }
+
+    /// Reloads the route table if the catalog changed; returns whether it did.
+    pub async fn refresh(&self) -> anyhow::Result<bool> {
+        let seq = self.store.change_seq().await?;
+        if seq == self.routes.load().seq {
+            return Ok(false);
+        }
+        let snapshot = self.store.load_snapshot().await?;
+        let table = routes::build(&snapshot, &self.health).await;
+        // Swap first, then drop cached tokens: a request that races sees
+        // either the old table with old tokens or fresh lookups.
+        self.routes.store(Arc::new(table));
+        self.tokens.invalidate_all();
+        tracing::info!(seq = snapshot.seq, "catalog reloaded");
+        Ok(true)
+    }
+
+    /// Spawns the catalog watcher and the health checker on the control runtime.
+    pub fn spawn_control_tasks(self: &Arc<Self>, poll: Duration) {
+        let gw = self.clone();
+        self.control.spawn(async move {
+            let mut tick = tokio::time::interval(poll);
+            tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+            loop {
+                tick.tick().await;
+                if let Err(e) = gw.refresh().await {
+                    tracing::warn!(error = %e, "catalog refresh failed; keeping the current table");
+                }
+            }
+        });
+        let gw = self.clone();
+        self.control.spawn(async move {
+            loop {
+                let hc = gw.policy.load().upstream.health_check.clone();
+                gw.probe_all(&hc).await;
+                tokio::time::sleep(Duration::from_millis(hc.interval_ms)).await;
+            }
+        });
+    }
+
+    /// Probes every distinct upstream address once with a TCP connect.
+    async fn probe_all(&self, hc: &crate::policy::HealthCheckPolicy) {
+        let table = self.routes.load_full();
+        let mut targets = HashMap::new();
+        for pool in table.pools() {
+            for b in &pool.backends {
+                targets.entry(b.addr).or_insert_with(|| (b.health.clone(), b.url.clone()));
+            }
+        }
+        let timeout = Duration::from_millis(hc.timeout_ms);
+        let mut probes = tokio::task::JoinSet::new();
+        for (addr, (health, url)) in targets {
+            probes.spawn(async move {
+                let ok = matches!(tokio::time::timeout(timeout, tokio::net::TcpStream::connect(addr)).await, Ok(Ok(_)));
+                (health, url, ok)
+            });
+        }
+        while let Some(Ok((health, url, ok))) = probes.join_next().await {
+            if let Some(now_healthy) = health.record_probe(ok, hc.healthy_after, hc.unhealthy_after) {
+                if now_healthy {
+                    tracing::info!(%url, "upstream healthy again");
+                } else {
+                    tracing::warn!(%url, "upstream unhealthy");
+                }
+            }
+        }
+    }
+}
