@@ -105,12 +105,13 @@ fn head_size(req: &RequestHeader) -> usize {
 }
 
 impl ChasquiProxy {
-    async fn answer(&self, session: &mut Session, ctx: &RequestCtx, problem: Problem, detail: &str) -> Result<bool> {
+    async fn answer(&self, session: &mut Session, ctx: &mut RequestCtx, problem: Problem, detail: &str) -> Result<bool> {
+        ctx.problem = Some((problem, detail.to_string()));
         problem::respond(session, problem, detail, &ctx.request_id).await?;
         Ok(true)
     }
 
-    async fn internal_endpoint(&self, session: &mut Session, ctx: &RequestCtx, what: &str) -> Result<bool> {
+    async fn internal_endpoint(&self, session: &mut Session, ctx: &mut RequestCtx, what: &str) -> Result<bool> {
         let (status, body) = match what {
             "health/live" => (200, r#"{"status":"live"}"#),
             "health/ready" if self.gw.lifecycle.is_ready() => (200, r#"{"status":"ready"}"#),
@@ -260,6 +261,10 @@ impl ProxyHttp for ChasquiProxy {
         peer.options.write_timeout = Some(Duration::from_millis(policy.upstream.write_timeout_ms));
         peer.options.idle_timeout = Some(Duration::from_millis(policy.upstream.idle_timeout_ms));
         peer.options.ca = pool.ca.clone();
+        // Pooled connections are shared only within one service environment:
+        // the pool key does not cover the trusted CA, and a connection
+        // verified under one service's CA must never serve another service.
+        peer.group_key = (routed.service.id as u64) << 1 | u64::from(routed.env == Environment::Produccion);
         Ok(Box::new(peer))
     }
 
