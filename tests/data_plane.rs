@@ -17,7 +17,9 @@ fn catalog(entries: &[(&str, u32, &str, &str)], grants: &str, extra_tokens: &str
             services.push_str(&format!("      pruebas:\n        upstreams: [{pruebas}]\n"));
         }
         if !produccion.is_empty() {
-            services.push_str(&format!("      produccion:\n        upstreams: [{produccion}]\n"));
+            services.push_str(&format!(
+                "      produccion:\n        upstreams: [{produccion}]\n"
+            ));
         }
     }
     format!(
@@ -55,7 +57,11 @@ async fn routes_by_entity_and_version_and_rewrites_the_path() {
     let gw = Gateway::start(&cat).await;
     let t = gw.token("test");
     for (path, upstream, seen_path) in [
-        ("/a/v1/personas/123?x=1&y=%20", &a1, "/base/personas/123?x=1&y=%20"),
+        (
+            "/a/v1/personas/123?x=1&y=%20",
+            &a1,
+            "/base/personas/123?x=1&y=%20",
+        ),
         ("/a/v2/personas", &a2, "/personas"),
         ("/b/v1/x/y/", &b1, "/api/x/y/"),
     ] {
@@ -94,16 +100,44 @@ async fn the_token_chooses_the_environment_and_fake_is_the_test_alias() {
     assert_eq!(body["upstream"], "produccion");
     let body: serde_json::Value = gw.get("/fake/a/v1/x", test).await.json().await.unwrap();
     assert_eq!(body["upstream"], "pruebas");
-    assert_eq!(test_up.seen().last().unwrap().header("x-chasqui-environment"), Some("pruebas"));
-    assert_eq!(prod_up.seen().last().unwrap().header("x-chasqui-environment"), Some("produccion"));
+    assert_eq!(
+        test_up
+            .seen()
+            .last()
+            .unwrap()
+            .header("x-chasqui-environment"),
+        Some("pruebas")
+    );
+    assert_eq!(
+        prod_up
+            .seen()
+            .last()
+            .unwrap()
+            .header("x-chasqui-environment"),
+        Some("produccion")
+    );
     let prod_before = prod_up.count();
 
     // A production token on the test alias is refused, and reaches nothing.
-    assert_problem(gw.get("/fake/a/v1/x", prod).await, 403, "environment-mismatch").await;
+    assert_problem(
+        gw.get("/fake/a/v1/x", prod).await,
+        403,
+        "environment-mismatch",
+    )
+    .await;
     // A consumer granted only the test environment cannot use a production token.
-    let body = assert_problem(gw.get("/a/v1/x", gw.token("onlytest-prod")).await, 403, "no-grant").await;
+    let body = assert_problem(
+        gw.get("/a/v1/x", gw.token("onlytest-prod")).await,
+        403,
+        "no-grant",
+    )
+    .await;
     assert!(body["detail"].as_str().unwrap().contains("produccion"));
-    assert_eq!(prod_up.count(), prod_before, "production must not be reached");
+    assert_eq!(
+        prod_up.count(),
+        prod_before,
+        "production must not be reached"
+    );
     assert_eq!(test_up.count(), 2);
 }
 
@@ -118,9 +152,18 @@ async fn authentication_errors_are_problems() {
     let gw = Gateway::start(&cat).await;
 
     let resp = gw.client.get(gw.url("/a/v1/x")).send().await.unwrap();
-    assert_eq!(resp.headers()["www-authenticate"], "Bearer realm=\"chasqui\"");
+    assert_eq!(
+        resp.headers()["www-authenticate"],
+        "Bearer realm=\"chasqui\""
+    );
     assert_problem(resp, 401, "token-missing").await;
-    let resp = gw.client.get(gw.url("/a/v1/x")).header("authorization", "Basic dXNlcjpwYXNz").send().await.unwrap();
+    let resp = gw
+        .client
+        .get(gw.url("/a/v1/x"))
+        .header("authorization", "Basic dXNlcjpwYXNz")
+        .send()
+        .await
+        .unwrap();
     assert_problem(resp, 401, "token-missing").await;
     assert_problem(gw.get("/a/v1/x", "not-a-token").await, 401, "token-invalid").await;
     // Right shape and check value, but never issued.
@@ -133,15 +176,31 @@ async fn authentication_errors_are_problems() {
         import(other.path(), &file).remove("test").unwrap()
     };
     assert_problem(gw.get("/a/v1/x", &unknown).await, 401, "token-invalid").await;
-    assert_problem(gw.get("/a/v1/x", gw.token("expired")).await, 401, "token-expired").await;
+    assert_problem(
+        gw.get("/a/v1/x", gw.token("expired")).await,
+        401,
+        "token-expired",
+    )
+    .await;
     assert_problem(gw.get("/b/v1/x", gw.token("test")).await, 403, "no-grant").await;
     assert_eq!(up.count(), 0, "no failed request may reach an upstream");
 
     // Revocation through the CLI is in force on the running gateway at once.
     let revocable = gw.token("to-revoke").to_string();
     assert_eq!(gw.get("/a/v1/x", &revocable).await.status(), 200);
-    let out = gw.cli(&["token", "revoke", "--consumer", "c/sys", "--token", "to-revoke"]);
-    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let out = gw.cli(&[
+        "token",
+        "revoke",
+        "--consumer",
+        "c/sys",
+        "--token",
+        "to-revoke",
+    ]);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
     let started = Instant::now();
     loop {
         let resp = gw.get("/a/v1/x", &revocable).await;
@@ -149,7 +208,10 @@ async fn authentication_errors_are_problems() {
             assert_problem(resp, 401, "token-revoked").await;
             break;
         }
-        assert!(started.elapsed() < Duration::from_secs(1), "revocation not in force within 1 s");
+        assert!(
+            started.elapsed() < Duration::from_secs(1),
+            "revocation not in force within 1 s"
+        );
         tokio::time::sleep(Duration::from_millis(10)).await;
     }
     println!("revocation in force after {:?}", started.elapsed());
@@ -159,7 +221,11 @@ async fn authentication_errors_are_problems() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn identity_reaches_the_upstream_and_the_token_does_not() {
     let up = Upstream::start("up", Behavior::Echo).await;
-    let cat = catalog(&[("a", 1, &format!("\"{}\"", up.url()), "")], "      - {service: a/v1, environments: [pruebas]}\n", "");
+    let cat = catalog(
+        &[("a", 1, &format!("\"{}\"", up.url()), "")],
+        "      - {service: a/v1, environments: [pruebas]}\n",
+        "",
+    );
     let gw = Gateway::start(&cat).await;
     let resp = gw
         .client
@@ -169,7 +235,10 @@ async fn identity_reaches_the_upstream_and_the_token_does_not() {
         .header("x-forwarded-for", "10.9.9.9")
         .header("forwarded", "for=10.9.9.9")
         .header("x-custom", "kept")
-        .header("traceparent", "00-0af7651916cd43dd8448eb211c80319c-b7ad6b7169203331-01")
+        .header(
+            "traceparent",
+            "00-0af7651916cd43dd8448eb211c80319c-b7ad6b7169203331-01",
+        )
         .body("{\"ci\":\"123\"}")
         .send()
         .await
@@ -178,17 +247,26 @@ async fn identity_reaches_the_upstream_and_the_token_does_not() {
     let seen = up.seen().pop().unwrap();
     assert_eq!(seen.method, "POST");
     assert_eq!(seen.body.as_ref(), b"{\"ci\":\"123\"}");
-    assert!(seen.header("authorization").is_none(), "the consumer's token must not reach the upstream");
+    assert!(
+        seen.header("authorization").is_none(),
+        "the consumer's token must not reach the upstream"
+    );
     assert_eq!(seen.headers["x-chasqui-consumer-entity"], vec!["c"]);
     assert_eq!(seen.header("x-chasqui-consumer-system"), Some("sys"));
     assert_eq!(seen.header("x-chasqui-service"), Some("a/v1"));
     assert_eq!(seen.headers["x-forwarded-for"], vec!["127.0.0.1"]);
     assert_eq!(seen.header("x-forwarded-proto"), Some("https"));
     let forwarded = seen.header("forwarded").unwrap();
-    assert!(forwarded.starts_with("for=127.0.0.1;proto=https;host=\"localhost:"), "{forwarded}");
+    assert!(
+        forwarded.starts_with("for=127.0.0.1;proto=https;host=\"localhost:"),
+        "{forwarded}"
+    );
     assert_eq!(seen.header("host"), Some(up.addr.to_string().as_str()));
     assert_eq!(seen.header("x-custom"), Some("kept"));
-    assert_eq!(seen.header("traceparent"), Some("00-0af7651916cd43dd8448eb211c80319c-b7ad6b7169203331-01"));
+    assert_eq!(
+        seen.header("traceparent"),
+        Some("00-0af7651916cd43dd8448eb211c80319c-b7ad6b7169203331-01")
+    );
     assert_eq!(seen.header("x-request-id").map(str::len), Some(32));
 
     // Hop-by-hop fields, including those the client nominates, stay behind.
@@ -199,8 +277,18 @@ async fn identity_reaches_the_upstream_and_the_token_does_not() {
     let (status, _) = gw.raw(request.as_bytes()).await;
     assert_eq!(status, 200);
     let seen = up.seen().pop().unwrap();
-    for h in ["x-hop", "keep-alive", "te", "proxy-authorization", "authorization"] {
-        assert!(seen.header(h).is_none(), "{h} must not be forwarded: {:?}", seen.headers);
+    for h in [
+        "x-hop",
+        "keep-alive",
+        "te",
+        "proxy-authorization",
+        "authorization",
+    ] {
+        assert!(
+            seen.header(h).is_none(),
+            "{h} must not be forwarded: {:?}",
+            seen.headers
+        );
     }
 }
 
@@ -239,7 +327,11 @@ async fn path_tricks_never_reach_another_service() {
     assert_eq!(a.count(), 0);
 
     // Inside one service, dot segments and double slashes are resolved.
-    for (path, expect) in [("//a//v1//x//y", "/x/y"), ("/a/v1/x/../y", "/y"), ("/a/v1/x/%2e%2e/z", "/z")] {
+    for (path, expect) in [
+        ("//a//v1//x//y", "/x/y"),
+        ("/a/v1/x/../y", "/y"),
+        ("/a/v1/x/%2e%2e/z", "/z"),
+    ] {
         let (status, _) = gw.raw(raw(path).as_bytes()).await;
         assert_eq!(status, 200, "{path}");
         assert_eq!(a.seen().last().unwrap().path, expect, "{path}");
@@ -250,48 +342,94 @@ async fn path_tricks_never_reach_another_service() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn size_limits_answer_413_and_431() {
     let up = Upstream::start("up", Behavior::Echo).await;
-    let cat = catalog(&[("a", 1, &format!("\"{}\"", up.url()), "")], "      - {service: a/v1, environments: [pruebas]}\n", "");
+    let cat = catalog(
+        &[("a", 1, &format!("\"{}\"", up.url()), "")],
+        "      - {service: a/v1, environments: [pruebas]}\n",
+        "",
+    );
     let gw = Gateway::start(&cat).await;
     let t = gw.token("test");
     // The test policy allows 1024 bytes of body.
-    let ok = gw.client.post(gw.url("/a/v1/x")).bearer_auth(t).body(vec![b'x'; 1024]).send().await.unwrap();
+    let ok = gw
+        .client
+        .post(gw.url("/a/v1/x"))
+        .bearer_auth(t)
+        .body(vec![b'x'; 1024])
+        .send()
+        .await
+        .unwrap();
     assert_eq!(ok.status(), 200);
-    let resp = gw.client.post(gw.url("/a/v1/x")).bearer_auth(t).body(vec![b'x'; 4096]).send().await.unwrap();
-    assert_problem(resp, 413, "payload-too-large").await;
-    // Chunked, so the gateway only learns the size while reading.
-    let chunks: Vec<Result<Vec<u8>, std::io::Error>> = (0..8).map(|_| Ok(vec![b'y'; 512])).collect();
     let resp = gw
         .client
         .post(gw.url("/a/v1/x"))
         .bearer_auth(t)
-        .body(reqwest::Body::wrap_stream(futures_util::stream::iter(chunks)))
+        .body(vec![b'x'; 4096])
+        .send()
+        .await
+        .unwrap();
+    assert_problem(resp, 413, "payload-too-large").await;
+    // Chunked, so the gateway only learns the size while reading.
+    let chunks: Vec<Result<Vec<u8>, std::io::Error>> =
+        (0..8).map(|_| Ok(vec![b'y'; 512])).collect();
+    let resp = gw
+        .client
+        .post(gw.url("/a/v1/x"))
+        .bearer_auth(t)
+        .body(reqwest::Body::wrap_stream(futures_util::stream::iter(
+            chunks,
+        )))
         .send()
         .await
         .unwrap();
     assert_problem(resp, 413, "payload-too-large").await;
 
     // 8 KiB of head are allowed.
-    let resp = gw.client.get(gw.url("/a/v1/x")).bearer_auth(t).header("x-big", "z".repeat(9000)).send().await.unwrap();
+    let resp = gw
+        .client
+        .get(gw.url("/a/v1/x"))
+        .bearer_auth(t)
+        .header("x-big", "z".repeat(9000))
+        .send()
+        .await
+        .unwrap();
     assert_problem(resp, 431, "headers-too-large").await;
     let mut req = gw.client.get(gw.url("/a/v1/x")).bearer_auth(t);
     for i in 0..80 {
         req = req.header(format!("x-h{i}"), "1");
     }
     assert_problem(req.send().await.unwrap(), 431, "headers-too-large").await;
-    assert_eq!(up.count(), 1, "only the request within limits reached the upstream");
+    assert_eq!(
+        up.count(),
+        1,
+        "only the request within limits reached the upstream"
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn http2_is_negotiated() {
     let up = Upstream::start("up", Behavior::Echo).await;
-    let cat = catalog(&[("a", 1, &format!("\"{}\"", up.url()), "")], "      - {service: a/v1, environments: [pruebas]}\n", "");
+    let cat = catalog(
+        &[("a", 1, &format!("\"{}\"", up.url()), "")],
+        "      - {service: a/v1, environments: [pruebas]}\n",
+        "",
+    );
     let gw = Gateway::start(&cat).await;
     let resp = gw.get("/a/v1/h2", gw.token("test")).await;
     assert_eq!(resp.version(), reqwest::Version::HTTP_2);
     assert_eq!(resp.status(), 200);
-    assert_problem(gw.get("/b/v9/x", gw.token("test")).await, 404, "unknown-service").await;
+    assert_problem(
+        gw.get("/b/v9/x", gw.token("test")).await,
+        404,
+        "unknown-service",
+    )
+    .await;
     let h1 = gw.https_client(true);
-    let resp = h1.get(gw.url("/a/v1/h1")).bearer_auth(gw.token("test")).send().await.unwrap();
+    let resp = h1
+        .get(gw.url("/a/v1/h1"))
+        .bearer_auth(gw.token("test"))
+        .send()
+        .await
+        .unwrap();
     assert_eq!(resp.version(), reqwest::Version::HTTP_11);
     assert_eq!(resp.status(), 200);
     assert_eq!(up.count(), 2);
@@ -326,7 +464,10 @@ async fn upstream_failures_are_502_504_and_503() {
 
     let started = Instant::now();
     let body = assert_problem(gw.get("/b/v1/slow", t).await, 504, "upstream-timeout").await;
-    assert!(started.elapsed() < Duration::from_secs(2), "the 300 ms read timeout applies");
+    assert!(
+        started.elapsed() < Duration::from_secs(2),
+        "the 300 ms read timeout applies"
+    );
     assert!(body["detail"].as_str().unwrap().contains("b/v1"));
     // GET is idempotent, so the timeout may be retried on another upstream;
     // there is none, so exactly one attempt reached the slow one.
@@ -338,7 +479,12 @@ async fn retries_only_idempotent_requests_after_the_request_was_sent() {
     let dropper = Upstream::start("dropper", Behavior::Drop).await;
     let good = Upstream::start("good", Behavior::Echo).await;
     let cat = catalog(
-        &[("a", 1, &format!("\"{}\", \"{}\"", dropper.url(), good.url()), "")],
+        &[(
+            "a",
+            1,
+            &format!("\"{}\", \"{}\"", dropper.url(), good.url()),
+            "",
+        )],
         "      - {service: a/v1, environments: [pruebas]}\n",
         "",
     );
@@ -346,15 +492,29 @@ async fn retries_only_idempotent_requests_after_the_request_was_sent() {
     let t = gw.token("test");
     for i in 0..6 {
         let resp = gw.get(&format!("/a/v1/get/{i}"), t).await;
-        assert_eq!(resp.status(), 200, "GET {i} must be retried on the healthy upstream");
+        assert_eq!(
+            resp.status(),
+            200,
+            "GET {i} must be retried on the healthy upstream"
+        );
     }
     let dropped_gets = dropper.count();
-    assert!(dropped_gets >= 1, "round robin sent some GETs to the dropping upstream");
+    assert!(
+        dropped_gets >= 1,
+        "round robin sent some GETs to the dropping upstream"
+    );
     assert_eq!(good.seen().iter().filter(|s| s.method == "GET").count(), 6);
 
     let mut failed = 0;
     for i in 0..6 {
-        let resp = gw.client.post(gw.url(&format!("/a/v1/post/{i}"))).bearer_auth(t).body("{}").send().await.unwrap();
+        let resp = gw
+            .client
+            .post(gw.url(&format!("/a/v1/post/{i}")))
+            .bearer_auth(t)
+            .body("{}")
+            .send()
+            .await
+            .unwrap();
         if resp.status() != 200 {
             assert_problem(resp, 502, "upstream-error").await;
             failed += 1;
@@ -363,8 +523,15 @@ async fn retries_only_idempotent_requests_after_the_request_was_sent() {
     let dropped_posts = dropper.seen().iter().filter(|s| s.method == "POST").count();
     let good_posts = good.seen().iter().filter(|s| s.method == "POST").count();
     assert!(failed >= 1, "some POSTs went to the dropping upstream");
-    assert_eq!(dropped_posts, failed, "a POST that reached an upstream is never sent again");
-    assert_eq!(good_posts + dropped_posts, 6, "each POST was sent exactly once");
+    assert_eq!(
+        dropped_posts, failed,
+        "a POST that reached an upstream is never sent again"
+    );
+    assert_eq!(
+        good_posts + dropped_posts,
+        6,
+        "each POST was sent exactly once"
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -372,7 +539,12 @@ async fn fails_over_to_a_healthy_upstream() {
     let closed = free_port();
     let good = Upstream::start("good", Behavior::Echo).await;
     let cat = catalog(
-        &[("a", 1, &format!("\"http://127.0.0.1:{closed}\", \"{}\"", good.url()), "")],
+        &[(
+            "a",
+            1,
+            &format!("\"http://127.0.0.1:{closed}\", \"{}\"", good.url()),
+            "",
+        )],
         "      - {service: a/v1, environments: [pruebas]}\n",
         "",
     );
@@ -380,7 +552,14 @@ async fn fails_over_to_a_healthy_upstream() {
     let t = gw.token("test");
     for i in 0..6 {
         // Nothing is sent on a refused connection, so POSTs fail over too.
-        let resp = gw.client.post(gw.url(&format!("/a/v1/p/{i}"))).bearer_auth(t).body("{}").send().await.unwrap();
+        let resp = gw
+            .client
+            .post(gw.url(&format!("/a/v1/p/{i}")))
+            .bearer_auth(t)
+            .body("{}")
+            .send()
+            .await
+            .unwrap();
         assert_eq!(resp.status(), 200, "request {i}");
         assert_eq!(gw.get(&format!("/a/v1/g/{i}"), t).await.status(), 200);
     }
@@ -406,7 +585,12 @@ async fn upstream_tls_uses_the_configured_ca() {
     let body: serde_json::Value = resp.json().await.unwrap();
     assert_eq!(body["upstream"], "secure");
     // The same upstream without its CA is not trusted.
-    assert_problem(gw.get("/b/v1/tls", gw.token("test")).await, 502, "upstream-unreachable").await;
+    assert_problem(
+        gw.get("/b/v1/tls", gw.token("test")).await,
+        502,
+        "upstream-unreachable",
+    )
+    .await;
     assert_eq!(secure.count(), 1);
 }
 
@@ -415,29 +599,55 @@ async fn catalog_changes_reach_the_running_gateway() {
     let old = Upstream::start("old", Behavior::Echo).await;
     let new = Upstream::start("new", Behavior::Echo).await;
     let grants = "      - {service: a/v1, environments: [pruebas]}\n";
-    let gw = Gateway::start(&catalog(&[("a", 1, &format!("\"{}\"", old.url()), "")], grants, "")).await;
+    let gw = Gateway::start(&catalog(
+        &[("a", 1, &format!("\"{}\"", old.url()), "")],
+        grants,
+        "",
+    ))
+    .await;
     let t = gw.token("test").to_string();
     assert_eq!(gw.get("/a/v1/x", &t).await.status(), 200);
-    let file = write(gw.dir.path(), "moved.yaml", &catalog(&[("a", 1, &format!("\"{}\"", new.url()), "")], grants, ""));
+    let file = write(
+        gw.dir.path(),
+        "moved.yaml",
+        &catalog(&[("a", 1, &format!("\"{}\"", new.url()), "")], grants, ""),
+    );
     let issued = import(gw.dir.path(), &file);
-    assert!(issued.is_empty(), "re-importing keeps the live tokens instead of minting new ones");
+    assert!(
+        issued.is_empty(),
+        "re-importing keeps the live tokens instead of minting new ones"
+    );
     let started = Instant::now();
     while new.count() == 0 {
         assert_eq!(gw.get("/a/v1/x", &t).await.status(), 200);
-        assert!(started.elapsed() < Duration::from_secs(1), "the new upstream is in force within 1 s");
+        assert!(
+            started.elapsed() < Duration::from_secs(1),
+            "the new upstream is in force within 1 s"
+        );
     }
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn sigterm_finishes_the_in_flight_request_then_exits() {
     let slow = Upstream::start("slow", Behavior::Delay(Duration::from_millis(1500))).await;
-    let cat = catalog(&[("a", 1, &format!("\"{}\"", slow.url()), "")], "      - {service: a/v1, environments: [pruebas]}\n", "");
+    let cat = catalog(
+        &[("a", 1, &format!("\"{}\"", slow.url()), "")],
+        "      - {service: a/v1, environments: [pruebas]}\n",
+        "",
+    );
     let mut gw = Gateway::start(&cat).await;
-    let (client, url, token) = (gw.client.clone(), gw.url("/a/v1/slow"), gw.token("test").to_string());
+    let (client, url, token) = (
+        gw.client.clone(),
+        gw.url("/a/v1/slow"),
+        gw.token("test").to_string(),
+    );
     let in_flight = tokio::spawn(async move { client.get(url).bearer_auth(token).send().await });
     slow.wait_for(1).await;
     gw.terminate();
-    let resp = in_flight.await.unwrap().expect("the in-flight request completes");
+    let resp = in_flight
+        .await
+        .unwrap()
+        .expect("the in-flight request completes");
     assert_eq!(resp.status(), 200);
     let body: serde_json::Value = resp.json().await.unwrap();
     assert_eq!(body["upstream"], "slow");
@@ -450,9 +660,28 @@ async fn sigterm_finishes_the_in_flight_request_then_exits() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn health_endpoints_answer_without_a_token() {
     let gw = Gateway::start(&catalog(&[], "", "")).await;
-    let live = gw.client.get(gw.url("/_chasqui/health/live")).send().await.unwrap();
+    let live = gw
+        .client
+        .get(gw.url("/_chasqui/health/live"))
+        .send()
+        .await
+        .unwrap();
     assert_eq!(live.status(), 200);
-    let ready = gw.client.get(gw.url("/_chasqui/health/ready")).send().await.unwrap();
+    let ready = gw
+        .client
+        .get(gw.url("/_chasqui/health/ready"))
+        .send()
+        .await
+        .unwrap();
     assert_eq!(ready.status(), 200);
-    assert_problem(gw.client.get(gw.url("/_chasqui/nope")).send().await.unwrap(), 404, "not-found").await;
+    assert_problem(
+        gw.client
+            .get(gw.url("/_chasqui/nope"))
+            .send()
+            .await
+            .unwrap(),
+        404,
+        "not-found",
+    )
+    .await;
 }

@@ -361,11 +361,12 @@ async fn import_service(
     .bind(now)
     .execute(&mut **tx)
     .await?;
-    let service_id: i64 = sqlx::query_scalar("SELECT id FROM services WHERE entity_id = ? AND code = ?")
-        .bind(entity_id)
-        .bind(&s.code)
-        .fetch_one(&mut **tx)
-        .await?;
+    let service_id: i64 =
+        sqlx::query_scalar("SELECT id FROM services WHERE entity_id = ? AND code = ?")
+            .bind(entity_id)
+            .bind(&s.code)
+            .fetch_one(&mut **tx)
+            .await?;
     for (env_name, spec) in &s.environments {
         let env = parse_env(env_name)?;
         if spec.upstreams.is_empty() {
@@ -421,13 +422,15 @@ async fn import_service(
                 UpstreamSpec::Weighted { url, weight } => (url.as_str(), (*weight).max(1)),
             };
             check_upstream_url(url)?;
-            sqlx::query("INSERT INTO upstreams (service_id, environment, url, weight) VALUES (?, ?, ?, ?)")
-                .bind(service_id)
-                .bind(env.as_str())
-                .bind(url)
-                .bind(i64::from(weight))
-                .execute(&mut **tx)
-                .await?;
+            sqlx::query(
+                "INSERT INTO upstreams (service_id, environment, url, weight) VALUES (?, ?, ?, ?)",
+            )
+            .bind(service_id)
+            .bind(env.as_str())
+            .bind(url)
+            .bind(i64::from(weight))
+            .execute(&mut **tx)
+            .await?;
         }
     }
     Ok(())
@@ -445,7 +448,9 @@ async fn service_id_by_route(tx: &mut Transaction<'_, Sqlite>, route: &str) -> R
     let (entity, version) = route
         .split_once('/')
         .and_then(|(e, v)| Some((e, v.strip_prefix('v')?.parse::<u32>().ok()?)))
-        .ok_or_else(|| StoreError::Invalid(format!("grant service `{route}` is not `entity/v<n>`")))?;
+        .ok_or_else(|| {
+            StoreError::Invalid(format!("grant service `{route}` is not `entity/v<n>`"))
+        })?;
     sqlx::query_scalar(
         "SELECT s.id FROM services s JOIN entities e ON e.id = s.entity_id WHERE e.code = ? AND s.version = ?",
     )
@@ -457,7 +462,8 @@ async fn service_id_by_route(tx: &mut Transaction<'_, Sqlite>, route: &str) -> R
 }
 
 fn parse_env(s: &str) -> Result<Environment> {
-    s.parse().map_err(|e: crate::model::UnknownEnvironment| StoreError::Invalid(e.to_string()))
+    s.parse()
+        .map_err(|e: crate::model::UnknownEnvironment| StoreError::Invalid(e.to_string()))
 }
 
 /// Codes appear in URLs: lowercase letters, digits, `-` and `_`, starting
@@ -465,8 +471,13 @@ fn parse_env(s: &str) -> Result<Environment> {
 pub fn check_code(what: &str, code: &str) -> Result<()> {
     let ok = !code.is_empty()
         && code.len() <= 64
-        && code.chars().all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '-' || c == '_')
-        && code.chars().next().is_some_and(|c| c.is_ascii_alphanumeric())
+        && code
+            .chars()
+            .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '-' || c == '_')
+        && code
+            .chars()
+            .next()
+            .is_some_and(|c| c.is_ascii_alphanumeric())
         && code != "fake";
     if ok {
         Ok(())
@@ -478,7 +489,8 @@ pub fn check_code(what: &str, code: &str) -> Result<()> {
 }
 
 fn check_upstream_url(url: &str) -> Result<()> {
-    let parsed = url::Url::parse(url).map_err(|e| StoreError::Invalid(format!("upstream `{url}`: {e}")))?;
+    let parsed =
+        url::Url::parse(url).map_err(|e| StoreError::Invalid(format!("upstream `{url}`: {e}")))?;
     let ok = matches!(parsed.scheme(), "http" | "https")
         && parsed.host_str().is_some()
         && parsed.query().is_none()

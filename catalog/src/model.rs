@@ -139,16 +139,28 @@ mod tests {
 
     #[test]
     fn categories_parse_loosely_and_store_canonically() {
-        assert_eq!(Category::parse("identificacion").unwrap().name(), "Identificación");
-        assert_eq!(Category::parse("SEGURIDAD_SOCIAL").unwrap().name(), "Seguridad Social");
+        assert_eq!(
+            Category::parse("identificacion").unwrap().name(),
+            "Identificación"
+        );
+        assert_eq!(
+            Category::parse("SEGURIDAD_SOCIAL").unwrap().name(),
+            "Seguridad Social"
+        );
         assert_eq!(Category::parse("Seguridad").unwrap().name(), "Seguridad");
         assert!(Category::parse("Deportes").is_none());
     }
 
     #[test]
     fn environments_parse() {
-        assert_eq!("pruebas".parse::<Environment>().unwrap(), Environment::Pruebas);
-        assert_eq!("Producción".parse::<Environment>().unwrap(), Environment::Produccion);
+        assert_eq!(
+            "pruebas".parse::<Environment>().unwrap(),
+            Environment::Pruebas
+        );
+        assert_eq!(
+            "Producción".parse::<Environment>().unwrap(),
+            Environment::Produccion
+        );
         assert!("staging".parse::<Environment>().is_err());
     }
 }

@@ -187,11 +187,10 @@ impl Store {
         )
         .fetch_all(&mut *tx)
         .await?;
-        let upstream_rows = sqlx::query(
-            "SELECT service_id, environment, url, weight FROM upstreams ORDER BY id",
-        )
-        .fetch_all(&mut *tx)
-        .await?;
+        let upstream_rows =
+            sqlx::query("SELECT service_id, environment, url, weight FROM upstreams ORDER BY id")
+                .fetch_all(&mut *tx)
+                .await?;
         let grant_rows = sqlx::query(
             "SELECT consumer_id, service_id, environment FROM grants WHERE status = 'active'",
         )
@@ -213,7 +212,8 @@ impl Store {
                 environments: Vec::new(),
             });
         }
-        let index_of = |id: i64, services: &[ServiceRoute]| services.iter().position(|s| s.id == id);
+        let index_of =
+            |id: i64, services: &[ServiceRoute]| services.iter().position(|s| s.id == id);
         for row in env_rows {
             let service_id: i64 = row.try_get(0)?;
             let env = parse_env(row.try_get::<String, _>(1)?)?;
@@ -230,13 +230,19 @@ impl Store {
         for row in upstream_rows {
             let service_id: i64 = row.try_get(0)?;
             let env = parse_env(row.try_get::<String, _>(1)?)?;
-            let Some(i) = index_of(service_id, &services) else { continue };
+            let Some(i) = index_of(service_id, &services) else {
+                continue;
+            };
             let upstream = UpstreamRow {
                 url: row.try_get(2)?,
                 weight: u32::try_from(row.try_get::<i64, _>(3)?).unwrap_or(1).max(1),
             };
             let service = &mut services[i];
-            match service.environments.iter_mut().find(|e| e.environment == env) {
+            match service
+                .environments
+                .iter_mut()
+                .find(|e| e.environment == env)
+            {
                 Some(e) => e.upstreams.push(upstream),
                 None => service.environments.push(EnvironmentRoute {
                     environment: env,
@@ -249,9 +255,17 @@ impl Store {
         }
         let mut grants = Vec::with_capacity(grant_rows.len());
         for row in grant_rows {
-            grants.push((row.try_get(0)?, row.try_get(1)?, parse_env(row.try_get::<String, _>(2)?)?));
+            grants.push((
+                row.try_get(0)?,
+                row.try_get(1)?,
+                parse_env(row.try_get::<String, _>(2)?)?,
+            ));
         }
-        Ok(Snapshot { seq, services, grants })
+        Ok(Snapshot {
+            seq,
+            services,
+            grants,
+        })
     }
 
     /// Looks a token up by the SHA-256 of its string.
@@ -343,6 +357,8 @@ pub(crate) fn parse_env(s: String) -> Result<Environment> {
 impl Store {
     /// How many entities the catalog holds.
     pub async fn entity_count(&self) -> Result<i64> {
-        Ok(sqlx::query_scalar("SELECT COUNT(*) FROM entities").fetch_one(&self.pool).await?)
+        Ok(sqlx::query_scalar("SELECT COUNT(*) FROM entities")
+            .fetch_one(&self.pool)
+            .await?)
     }
 }

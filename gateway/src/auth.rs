@@ -30,18 +30,38 @@ impl TokenCache {
             // A safety net only: invalidation on change is what keeps it right.
             .time_to_live(Duration::from_secs(300))
             .build();
-        TokenCache { cache, store, control }
+        TokenCache {
+            cache,
+            store,
+            control,
+        }
     }
 
     /// Authenticates the value of an `Authorization` header.
-    pub async fn authenticate(&self, authorization: Option<&[u8]>) -> Result<Arc<TokenRecord>, (Problem, &'static str)> {
+    pub async fn authenticate(
+        &self,
+        authorization: Option<&[u8]>,
+    ) -> Result<Arc<TokenRecord>, (Problem, &'static str)> {
         let Some(value) = authorization else {
-            return Err((Problem::TokenMissing, "send the token as `Authorization: Bearer <token>`"));
+            return Err((
+                Problem::TokenMissing,
+                "send the token as `Authorization: Bearer <token>`",
+            ));
         };
-        let value = std::str::from_utf8(value).map_err(|_| (Problem::TokenInvalid, "the Authorization header is not valid text"))?;
+        let value = std::str::from_utf8(value).map_err(|_| {
+            (
+                Problem::TokenInvalid,
+                "the Authorization header is not valid text",
+            )
+        })?;
         let presented = match value.split_once(' ') {
             Some((scheme, rest)) if scheme.eq_ignore_ascii_case("bearer") => rest.trim(),
-            _ => return Err((Problem::TokenMissing, "the Authorization header must use the Bearer scheme")),
+            _ => {
+                return Err((
+                    Problem::TokenMissing,
+                    "the Authorization header must use the Bearer scheme",
+                ))
+            }
         };
         if token::parse(presented).is_none() {
             return Err((Problem::TokenInvalid, "the token is malformed"));
@@ -62,7 +82,10 @@ impl TokenCache {
             .await
             .map_err(|e| {
                 tracing::error!(error = %e, "token lookup failed");
-                (Problem::Internal, "the token could not be checked; try again")
+                (
+                    Problem::Internal,
+                    "the token could not be checked; try again",
+                )
             })?;
         let record = found.ok_or((Problem::TokenInvalid, "the token is not known"))?;
         if record.revoked_at.is_some() {

@@ -115,31 +115,53 @@ impl Config {
             }
             None => FileConfig::default(),
         };
-        let tls = match (args.tls_cert.or(file.tls_cert), args.tls_key.or(file.tls_key)) {
+        let tls = match (
+            args.tls_cert.or(file.tls_cert),
+            args.tls_key.or(file.tls_key),
+        ) {
             (Some(c), Some(k)) => Some((c, k)),
             (None, None) => None,
             _ => anyhow::bail!("tls_cert and tls_key must be given together"),
         };
-        let threads = args
-            .threads
-            .or(file.threads)
-            .unwrap_or_else(|| std::thread::available_parallelism().map(|n| n.get()).unwrap_or(1));
+        let threads = args.threads.or(file.threads).unwrap_or_else(|| {
+            std::thread::available_parallelism()
+                .map(|n| n.get())
+                .unwrap_or(1)
+        });
         if threads == 0 {
             anyhow::bail!("threads must be at least 1");
         }
         Ok(Config {
-            data_dir: args.data_dir.or(file.data_dir).unwrap_or_else(|| PathBuf::from("chasqui-data")),
-            listen: args.listen.or(file.listen).unwrap_or_else(|| "127.0.0.1:8443".into()),
+            data_dir: args
+                .data_dir
+                .or(file.data_dir)
+                .unwrap_or_else(|| PathBuf::from("chasqui-data")),
+            listen: args
+                .listen
+                .or(file.listen)
+                .unwrap_or_else(|| "127.0.0.1:8443".into()),
             listen_http: args.listen_http.or(file.listen_http),
             tls,
             database_url: args.database_url.or(file.database_url),
             policy: args.policy.or(file.policy),
             threads,
             demo: !args.no_demo && file.demo.unwrap_or(true),
-            demo_listen: args.demo_listen.or(file.demo_listen).unwrap_or_else(|| "127.0.0.1:18080".into()),
+            demo_listen: args
+                .demo_listen
+                .or(file.demo_listen)
+                .unwrap_or_else(|| "127.0.0.1:18080".into()),
             access_log: args.access_log.or(file.access_log).unwrap_or(true),
-            drain_timeout: Duration::from_secs(args.drain_timeout_secs.or(file.drain_timeout_secs).unwrap_or(30)),
-            catalog_poll: Duration::from_millis(args.catalog_poll_ms.or(file.catalog_poll_ms).unwrap_or(250).max(10)),
+            drain_timeout: Duration::from_secs(
+                args.drain_timeout_secs
+                    .or(file.drain_timeout_secs)
+                    .unwrap_or(30),
+            ),
+            catalog_poll: Duration::from_millis(
+                args.catalog_poll_ms
+                    .or(file.catalog_poll_ms)
+                    .unwrap_or(250)
+                    .max(10),
+            ),
         })
     }
 
@@ -157,13 +179,26 @@ mod tests {
     fn flags_override_file_which_overrides_defaults() {
         let dir = tempfile::tempdir().unwrap();
         let file = dir.path().join("c.toml");
-        std::fs::write(&file, "listen = \"0.0.0.0:9443\"\nthreads = 3\ndemo = false\n").unwrap();
-        let cfg = Config::resolve(ServeArgs { config: Some(file.clone()), ..Default::default() }).unwrap();
+        std::fs::write(
+            &file,
+            "listen = \"0.0.0.0:9443\"\nthreads = 3\ndemo = false\n",
+        )
+        .unwrap();
+        let cfg = Config::resolve(ServeArgs {
+            config: Some(file.clone()),
+            ..Default::default()
+        })
+        .unwrap();
         assert_eq!(cfg.listen, "0.0.0.0:9443");
         assert_eq!(cfg.threads, 3);
         assert!(!cfg.demo);
         assert_eq!(cfg.data_dir, PathBuf::from("chasqui-data"));
-        let cfg = Config::resolve(ServeArgs { config: Some(file), threads: Some(1), ..Default::default() }).unwrap();
+        let cfg = Config::resolve(ServeArgs {
+            config: Some(file),
+            threads: Some(1),
+            ..Default::default()
+        })
+        .unwrap();
         assert_eq!(cfg.threads, 1);
     }
 
@@ -172,7 +207,11 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let file = dir.path().join("c.toml");
         std::fs::write(&file, "lisen = \"0.0.0.0:9443\"\n").unwrap();
-        let err = Config::resolve(ServeArgs { config: Some(file), ..Default::default() }).unwrap_err();
+        let err = Config::resolve(ServeArgs {
+            config: Some(file),
+            ..Default::default()
+        })
+        .unwrap_err();
         assert!(err.to_string().contains("lisen"), "{err}");
     }
 }

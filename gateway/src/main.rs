@@ -10,12 +10,22 @@ use clap::{Args, Parser, Subcommand};
 use std::path::PathBuf;
 use std::process::ExitCode;
 
+/// mimalloc: the request path allocates many small, short-lived buffers, and
+/// glibc's malloc showed up as a sixth of the data plane's CPU time.
+#[global_allocator]
+static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 /// Chasqui, the interoperability gateway of the Bolivian state.
 #[derive(Parser)]
 #[command(name = "chasqui", version, about)]
 struct Cli {
     /// Log format: `text` or `json`.
-    #[arg(long, env = "CHASQUI_LOG_FORMAT", default_value = "text", global = true)]
+    #[arg(
+        long,
+        env = "CHASQUI_LOG_FORMAT",
+        default_value = "text",
+        global = true
+    )]
     log_format: String,
     #[command(subcommand)]
     command: Command,
@@ -116,7 +126,9 @@ fn main() -> ExitCode {
 fn init_logging(format: &str) {
     let filter = tracing_subscriber::EnvFilter::try_from_default_env()
         .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
-    let builder = tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr);
+    let builder = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr);
     if format == "json" {
         builder.json().flatten_event(true).init();
     } else {
@@ -152,40 +164,64 @@ fn run(command: Command) -> anyhow::Result<ExitCode> {
             }
             for t in &report.issued {
                 // The only time these secrets are ever shown.
-                println!("token  {} {} {} {}", t.consumer, t.environment, t.label, t.secret);
+                println!(
+                    "token  {} {} {} {}",
+                    t.consumer, t.environment, t.label, t.secret
+                );
             }
             Ok(ExitCode::SUCCESS)
         }),
-        Command::Token(TokenCommand::Issue { consumer, environment, label, expires_in_days, store }) => {
-            block_on(async move {
-                let store = open(&store).await?;
-                let (entity, system) = split_consumer(&consumer)?;
-                let id = store.consumer_id(entity, system).await?;
-                let expires_at = expires_in_days.map(|d| now_unix() + i64::from(d) * 86_400);
-                let issued = store.issue_token(id, environment, &label, expires_at).await?;
-                println!("{}", issued.secret);
-                Ok(ExitCode::SUCCESS)
-            })
-        }
-        Command::Token(TokenCommand::Revoke { consumer, token, store }) => block_on(async move {
+        Command::Token(TokenCommand::Issue {
+            consumer,
+            environment,
+            label,
+            expires_in_days,
+            store,
+        }) => block_on(async move {
+            let store = open(&store).await?;
+            let (entity, system) = split_consumer(&consumer)?;
+            let id = store.consumer_id(entity, system).await?;
+            let expires_at = expires_in_days.map(|d| now_unix() + i64::from(d) * 86_400);
+            let issued = store
+                .issue_token(id, environment, &label, expires_at)
+                .await?;
+            println!("{}", issued.secret);
+            Ok(ExitCode::SUCCESS)
+        }),
+        Command::Token(TokenCommand::Revoke {
+            consumer,
+            token,
+            store,
+        }) => block_on(async move {
             let store = open(&store).await?;
             let (entity, system) = split_consumer(&consumer)?;
             let id = store.consumer_id(entity, system).await?;
             let n = store.revoke_tokens(id, &token).await?;
             println!("revoked {n} token(s)");
-            Ok(if n == 0 { ExitCode::FAILURE } else { ExitCode::SUCCESS })
+            Ok(if n == 0 {
+                ExitCode::FAILURE
+            } else {
+                ExitCode::SUCCESS
+            })
         }),
     }
 }
 
 fn split_consumer(consumer: &str) -> anyhow::Result<(&str, &str)> {
-    consumer.split_once('/').context("the consumer is written `entity/system`, e.g. `sin/portal-tramites`")
+    consumer
+        .split_once('/')
+        .context("the consumer is written `entity/system`, e.g. `sin/portal-tramites`")
 }
 
 async fn open(args: &StoreArgs) -> anyhow::Result<chasqui_catalog::Store> {
     server::open_store(&args.data_dir, args.database_url.as_deref()).await
 }
 
-fn block_on<F: std::future::Future<Output = anyhow::Result<ExitCode>>>(f: F) -> anyhow::Result<ExitCode> {
-    tokio::runtime::Builder::new_current_thread().enable_all().build()?.block_on(f)
+fn block_on<F: std::future::Future<Output = anyhow::Result<ExitCode>>>(
+    f: F,
+) -> anyhow::Result<ExitCode> {
+    tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()?
+        .block_on(f)
 }

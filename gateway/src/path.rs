@@ -93,7 +93,10 @@ pub fn parse(raw: &[u8]) -> Result<Parsed, PathError> {
         if raw_segment.contains(&b'%') && !valid_escapes(raw_segment) {
             return Err(PathError::BadEncoding);
         }
-        if decoded.iter().any(|&b| b == b'/' || b == b'\\' || b < 0x20 || b == 0x7f) {
+        if decoded
+            .iter()
+            .any(|&b| b == b'/' || b == b'\\' || b < 0x20 || b == 0x7f)
+        {
             return Err(PathError::BadEncoding);
         }
         let segment = String::from_utf8(decoded).map_err(|_| PathError::BadEncoding)?;
@@ -122,7 +125,9 @@ pub fn parse(raw: &[u8]) -> Result<Parsed, PathError> {
         return Ok(Parsed::NoRoute);
     };
     let Some(version) = version.strip_prefix('v').and_then(|v| {
-        (!v.is_empty() && v.len() <= 6 && v.bytes().all(|b| b.is_ascii_digit())).then(|| v.parse().ok()).flatten()
+        (!v.is_empty() && v.len() <= 6 && v.bytes().all(|b| b.is_ascii_digit()))
+            .then(|| v.parse().ok())
+            .flatten()
     }) else {
         if lowest_after_pop != usize::MAX {
             return Err(PathError::Traversal);
@@ -132,6 +137,14 @@ pub fn parse(raw: &[u8]) -> Result<Parsed, PathError> {
     if lowest_after_pop < prefix_len {
         return Err(PathError::Traversal);
     }
+    // Entity codes are lowercase letters, digits, `-` and `_`: anything else
+    // cannot name a service.
+    if !entity
+        .bytes()
+        .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-' || b == b'_')
+    {
+        return Ok(Parsed::NoRoute);
+    }
     let mut rest = String::with_capacity(raw.len());
     for segment in &stack[prefix_len..] {
         rest.push('/');
@@ -140,7 +153,12 @@ pub fn parse(raw: &[u8]) -> Result<Parsed, PathError> {
     if rest.is_empty() || (trailing_slash && stack.len() > prefix_len) {
         rest.push('/');
     }
-    Ok(Parsed::Route(RoutePath { fake, entity: entity.clone(), version, rest }))
+    Ok(Parsed::Route(RoutePath {
+        fake,
+        entity: entity.clone(),
+        version,
+        rest,
+    }))
 }
 
 fn valid_escapes(segment: &[u8]) -> bool {
@@ -174,7 +192,10 @@ mod tests {
     #[test]
     fn plain_routes() {
         let r = route("/segip/v2/personas/1234567");
-        assert_eq!((r.fake, r.entity.as_str(), r.version, r.rest.as_str()), (false, "segip", 2, "/personas/1234567"));
+        assert_eq!(
+            (r.fake, r.entity.as_str(), r.version, r.rest.as_str()),
+            (false, "segip", 2, "/personas/1234567")
+        );
         let r = route("/fake/segip/v2/personas");
         assert!(r.fake);
         assert_eq!(r.rest, "/personas");
@@ -208,7 +229,15 @@ mod tests {
 
     #[test]
     fn encoded_separators_and_controls_are_refused() {
-        for p in ["/a/v1/x%2fy", "/a%2Fv1/x", "/a/v1/x%5cy", "/a/v1/x\\y", "/a/v1/%00", "/a/v1/%zz", "/a/v1/%4"] {
+        for p in [
+            "/a/v1/x%2fy",
+            "/a%2Fv1/x",
+            "/a/v1/x%5cy",
+            "/a/v1/x\\y",
+            "/a/v1/%00",
+            "/a/v1/%zz",
+            "/a/v1/%4",
+        ] {
             assert_eq!(parse(p.as_bytes()), Err(PathError::BadEncoding), "{p}");
         }
     }
@@ -225,7 +254,45 @@ mod tests {
         assert_eq!(parse(b"/"), Ok(Parsed::NoRoute));
         assert_eq!(parse(b"/segip"), Ok(Parsed::NoRoute));
         assert_eq!(parse(b"/segip/version2/x"), Ok(Parsed::NoRoute));
-        assert_eq!(parse(b"/_chasqui/health/ready"), Ok(Parsed::Internal("health/ready".into())));
+        assert_eq!(
+            parse(b"/_chasqui/health/ready"),
+            Ok(Parsed::Internal("health/ready".into()))
+        );
         assert_eq!(parse(b"segip/v1"), Err(PathError::NotAbsolute));
+    }
+}
+
+#[cfg(test)]
+mod robustness {
+    use super::*;
+    use rand::{Rng, RngCore};
+
+    /// Random bytes, weighted towards the characters that matter to the
+    /// normaliser, never make it panic, and whatever it accepts is canonical:
+    /// parsing the rebuilt path gives the same route.
+    #[test]
+    fn random_paths_never_panic_and_accepted_ones_are_stable() {
+        let alphabet = b"/%.2eEfF5cC\\ab01v9?#\0 ";
+        let mut rng = rand::rng();
+        for _ in 0..50_000 {
+            let len = rng.random_range(0..40);
+            let mut raw = vec![b'/'];
+            for _ in 0..len {
+                if rng.random_bool(0.9) {
+                    raw.push(alphabet[rng.random_range(0..alphabet.len())]);
+                } else {
+                    raw.push((rng.next_u32() & 0xff) as u8);
+                }
+            }
+            if let Ok(Parsed::Route(r)) = parse(&raw) {
+                let prefix = if r.fake { "/fake" } else { "" };
+                let rebuilt = format!("{prefix}/{}/v{}{}", r.entity, r.version, r.rest);
+                assert_eq!(
+                    parse(rebuilt.as_bytes()),
+                    Ok(Parsed::Route(r.clone())),
+                    "{raw:?}"
+                );
+            }
+        }
     }
 }

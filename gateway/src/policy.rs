@@ -39,7 +39,11 @@ pub struct Limits {
 
 impl Default for Limits {
     fn default() -> Self {
-        Limits { max_request_body_bytes: 10 << 20, max_request_header_bytes: 32 << 10, max_request_headers: 100 }
+        Limits {
+            max_request_body_bytes: 10 << 20,
+            max_request_header_bytes: 32 << 10,
+            max_request_headers: 100,
+        }
     }
 }
 
@@ -90,7 +94,12 @@ pub struct HealthCheckPolicy {
 
 impl Default for HealthCheckPolicy {
     fn default() -> Self {
-        HealthCheckPolicy { interval_ms: 2_000, timeout_ms: 1_000, healthy_after: 2, unhealthy_after: 2 }
+        HealthCheckPolicy {
+            interval_ms: 2_000,
+            timeout_ms: 1_000,
+            healthy_after: 2,
+            unhealthy_after: 2,
+        }
     }
 }
 
@@ -118,16 +127,23 @@ pub enum PolicyError {
 impl Policy {
     /// Parses and checks a policy text; `origin` names it in errors.
     pub fn parse(text: &str, origin: &str) -> Result<Policy, PolicyError> {
-        let policy: Policy = serde_yaml::from_str(text)
-            .map_err(|e| PolicyError::Invalid { origin: origin.to_string(), message: e.to_string() })?;
-        policy.check().map_err(|message| PolicyError::Invalid { origin: origin.to_string(), message })?;
+        let policy: Policy = serde_yaml::from_str(text).map_err(|e| PolicyError::Invalid {
+            origin: origin.to_string(),
+            message: e.to_string(),
+        })?;
+        policy.check().map_err(|message| PolicyError::Invalid {
+            origin: origin.to_string(),
+            message,
+        })?;
         Ok(policy)
     }
 
     /// Loads a policy file.
     pub fn load(path: &Path) -> Result<Policy, PolicyError> {
-        let text = std::fs::read_to_string(path)
-            .map_err(|source| PolicyError::Read { path: path.display().to_string(), source })?;
+        let text = std::fs::read_to_string(path).map_err(|source| PolicyError::Read {
+            path: path.display().to_string(),
+            source,
+        })?;
         Self::parse(&text, &path.display().to_string())
     }
 
@@ -138,15 +154,24 @@ impl Policy {
 
     fn check(&self) -> Result<(), String> {
         if self.version != 1 {
-            return Err(format!("version: unsupported policy version {} (expected 1)", self.version));
+            return Err(format!(
+                "version: unsupported policy version {} (expected 1)",
+                self.version
+            ));
         }
         let u = &self.upstream;
         for (name, value) in [
             ("upstream.connect_timeout_ms", u.connect_timeout_ms),
             ("upstream.read_timeout_ms", u.read_timeout_ms),
             ("upstream.write_timeout_ms", u.write_timeout_ms),
-            ("upstream.health_check.interval_ms", u.health_check.interval_ms),
-            ("upstream.health_check.timeout_ms", u.health_check.timeout_ms),
+            (
+                "upstream.health_check.interval_ms",
+                u.health_check.interval_ms,
+            ),
+            (
+                "upstream.health_check.timeout_ms",
+                u.health_check.timeout_ms,
+            ),
         ] {
             if value == 0 {
                 return Err(format!("{name}: must be greater than 0"));
@@ -185,12 +210,17 @@ mod tests {
 
     #[test]
     fn typos_and_bad_values_are_refused_with_their_place() {
-        let err = Policy::parse("version: 1\nlimits:\n  max_request_body: 5\n", "p.yaml").unwrap_err();
+        let err =
+            Policy::parse("version: 1\nlimits:\n  max_request_body: 5\n", "p.yaml").unwrap_err();
         let msg = err.to_string();
-        assert!(msg.contains("p.yaml") && msg.contains("max_request_body") && msg.contains("line 3"), "{msg}");
+        assert!(
+            msg.contains("p.yaml") && msg.contains("max_request_body") && msg.contains("line 3"),
+            "{msg}"
+        );
         let err = Policy::parse("version: 2\n", "p.yaml").unwrap_err();
         assert!(err.to_string().contains("unsupported policy version"));
-        let err = Policy::parse("version: 1\nupstream:\n  read_timeout_ms: 0\n", "p.yaml").unwrap_err();
+        let err =
+            Policy::parse("version: 1\nupstream:\n  read_timeout_ms: 0\n", "p.yaml").unwrap_err();
         assert!(err.to_string().contains("read_timeout_ms"));
     }
 }

@@ -59,10 +59,26 @@ impl Problem {
     pub fn parts(self) -> (u16, &'static str, &'static str) {
         use Problem::*;
         match self {
-            TokenMissing => (401, "token-missing", "Falta el token de acceso / Missing access token"),
-            TokenInvalid => (401, "token-invalid", "Token de acceso inválido / Invalid access token"),
-            TokenExpired => (401, "token-expired", "Token de acceso vencido / Expired access token"),
-            TokenRevoked => (401, "token-revoked", "Token de acceso revocado / Revoked access token"),
+            TokenMissing => (
+                401,
+                "token-missing",
+                "Falta el token de acceso / Missing access token",
+            ),
+            TokenInvalid => (
+                401,
+                "token-invalid",
+                "Token de acceso inválido / Invalid access token",
+            ),
+            TokenExpired => (
+                401,
+                "token-expired",
+                "Token de acceso vencido / Expired access token",
+            ),
+            TokenRevoked => (
+                401,
+                "token-revoked",
+                "Token de acceso revocado / Revoked access token",
+            ),
             EnvironmentMismatch => (
                 403,
                 "environment-mismatch",
@@ -73,7 +89,11 @@ impl Problem {
                 "no-grant",
                 "Sin autorización para este servicio / No access grant for this service",
             ),
-            UnknownService => (404, "unknown-service", "Servicio desconocido / Unknown service"),
+            UnknownService => (
+                404,
+                "unknown-service",
+                "Servicio desconocido / Unknown service",
+            ),
             NotFound => (404, "not-found", "Recurso no encontrado / Not found"),
             EnvironmentUnavailable => (
                 503,
@@ -112,7 +132,11 @@ impl Problem {
                 "no-healthy-upstream",
                 "Ningún servidor del servicio está disponible / No healthy upstream",
             ),
-            Internal => (500, "internal", "Error interno de la pasarela / Internal gateway error"),
+            Internal => (
+                500,
+                "internal",
+                "Error interno de la pasarela / Internal gateway error",
+            ),
         }
     }
 
@@ -140,22 +164,39 @@ struct Body<'a> {
 /// Renders the JSON body of a problem.
 pub fn body(problem: Problem, detail: &str, request_id: &str) -> Bytes {
     let (status, _, title) = problem.parts();
-    let body = Body { type_uri: problem.type_uri(), title, status, detail, request_id };
+    let body = Body {
+        type_uri: problem.type_uri(),
+        title,
+        status,
+        detail,
+        request_id,
+    };
     // Serialising a struct of strings cannot fail; fall back to an empty
     // object rather than panic if it ever did.
     Bytes::from(serde_json::to_vec(&body).unwrap_or_else(|_| b"{}".to_vec()))
 }
 
 /// Builds the response header of a problem answer.
-pub fn header(problem: Problem, body_len: usize, request_id: &str) -> pingora_error::Result<ResponseHeader> {
+pub fn header(
+    problem: Problem,
+    body_len: usize,
+    request_id: &str,
+) -> pingora_error::Result<ResponseHeader> {
     let mut resp = ResponseHeader::build(problem.status(), Some(6))?;
     resp.insert_header("content-type", "application/problem+json")?;
     resp.insert_header("content-length", body_len.to_string())?;
     resp.insert_header("cache-control", "no-store")?;
     resp.insert_header("x-request-id", request_id)?;
     if problem.status() == 401 {
-        let error = if problem == Problem::TokenMissing { "" } else { ", error=\"invalid_token\"" };
-        resp.insert_header("www-authenticate", format!("Bearer realm=\"chasqui\"{error}"))?;
+        let error = if problem == Problem::TokenMissing {
+            ""
+        } else {
+            ", error=\"invalid_token\""
+        };
+        resp.insert_header(
+            "www-authenticate",
+            format!("Bearer realm=\"chasqui\"{error}"),
+        )?;
     }
     Ok(resp)
 }
@@ -186,21 +227,42 @@ mod tests {
     fn every_problem_has_a_distinct_stable_type() {
         use Problem::*;
         let all = [
-            TokenMissing, TokenInvalid, TokenExpired, TokenRevoked, EnvironmentMismatch, NoGrant,
-            UnknownService, NotFound, EnvironmentUnavailable, BadPath, BadRequest, PayloadTooLarge,
-            HeadersTooLarge, UpstreamUnreachable, UpstreamError, UpstreamTimeout, NoHealthyUpstream,
+            TokenMissing,
+            TokenInvalid,
+            TokenExpired,
+            TokenRevoked,
+            EnvironmentMismatch,
+            NoGrant,
+            UnknownService,
+            NotFound,
+            EnvironmentUnavailable,
+            BadPath,
+            BadRequest,
+            PayloadTooLarge,
+            HeadersTooLarge,
+            UpstreamUnreachable,
+            UpstreamError,
+            UpstreamTimeout,
+            NoHealthyUpstream,
             Internal,
         ];
         let mut types: Vec<String> = all.iter().map(|p| p.type_uri()).collect();
         types.sort();
         types.dedup();
         assert_eq!(types.len(), all.len());
-        assert_eq!(TokenExpired.type_uri(), "https://chasqui.agetic.gob.bo/problems/token-expired");
+        assert_eq!(
+            TokenExpired.type_uri(),
+            "https://chasqui.agetic.gob.bo/problems/token-expired"
+        );
     }
 
     #[test]
     fn body_is_rfc9457_json() {
-        let b = body(Problem::NoGrant, "no grant for segip/v2 in produccion", "abc");
+        let b = body(
+            Problem::NoGrant,
+            "no grant for segip/v2 in produccion",
+            "abc",
+        );
         let v: serde_json::Value = serde_json::from_slice(&b).unwrap();
         assert_eq!(v["status"], 403);
         assert_eq!(v["type"], "https://chasqui.agetic.gob.bo/problems/no-grant");

@@ -100,30 +100,52 @@ fn fail(ctx: &mut RequestCtx, problem: Problem, detail: impl Into<String>) -> Bo
 
 /// Size of the request head as it would be on the wire (HTTP/1.1 form).
 fn head_size(req: &RequestHeader) -> usize {
-    let line = req.method.as_str().len() + req.uri.path_and_query().map_or(1, |p| p.as_str().len()) + 12;
-    line + req.headers.iter().map(|(k, v)| k.as_str().len() + v.len() + 4).sum::<usize>()
+    let line =
+        req.method.as_str().len() + req.uri.path_and_query().map_or(1, |p| p.as_str().len()) + 12;
+    line + req
+        .headers
+        .iter()
+        .map(|(k, v)| k.as_str().len() + v.len() + 4)
+        .sum::<usize>()
 }
 
 impl ChasquiProxy {
-    async fn answer(&self, session: &mut Session, ctx: &mut RequestCtx, problem: Problem, detail: &str) -> Result<bool> {
+    async fn answer(
+        &self,
+        session: &mut Session,
+        ctx: &mut RequestCtx,
+        problem: Problem,
+        detail: &str,
+    ) -> Result<bool> {
         ctx.problem = Some((problem, detail.to_string()));
         problem::respond(session, problem, detail, &ctx.request_id).await?;
         Ok(true)
     }
 
-    async fn internal_endpoint(&self, session: &mut Session, ctx: &mut RequestCtx, what: &str) -> Result<bool> {
+    async fn internal_endpoint(
+        &self,
+        session: &mut Session,
+        ctx: &mut RequestCtx,
+        what: &str,
+    ) -> Result<bool> {
         let (status, body) = match what {
             "health/live" => (200, r#"{"status":"live"}"#),
             "health/ready" if self.gw.lifecycle.is_ready() => (200, r#"{"status":"ready"}"#),
             "health/ready" => (503, r#"{"status":"not-ready"}"#),
-            _ => return self.answer(session, ctx, Problem::NotFound, "no such gateway endpoint").await,
+            _ => {
+                return self
+                    .answer(session, ctx, Problem::NotFound, "no such gateway endpoint")
+                    .await
+            }
         };
         let mut resp = ResponseHeader::build(status, Some(4))?;
         resp.insert_header("content-type", "application/json")?;
         resp.insert_header("content-length", body.len().to_string())?;
         resp.insert_header("cache-control", "no-store")?;
         session.write_response_header(Box::new(resp), false).await?;
-        session.write_response_body(Some(Bytes::from_static(body.as_bytes())), true).await?;
+        session
+            .write_response_body(Some(Bytes::from_static(body.as_bytes())), true)
+            .await?;
         Ok(true)
     }
 }
@@ -131,6 +153,10 @@ impl ChasquiProxy {
 #[async_trait]
 impl ProxyHttp for ChasquiProxy {
     type CTX = RequestCtx;
+
+    /// No downstream modules: the gateway does not compress answers, and an
+    /// idle module still costs work on every request.
+    fn init_downstream_modules(&self, _modules: &mut pingora_core::modules::http::HttpModules) {}
 
     fn new_ctx(&self) -> RequestCtx {
         RequestCtx {
@@ -148,12 +174,16 @@ impl ProxyHttp for ChasquiProxy {
     async fn request_filter(&self, session: &mut Session, ctx: &mut RequestCtx) -> Result<bool> {
         let limits = &ctx.policy.limits;
         let req = session.req_header();
-        if req.headers.len() > limits.max_request_headers || head_size(req) > limits.max_request_header_bytes {
+        if req.headers.len() > limits.max_request_headers
+            || head_size(req) > limits.max_request_header_bytes
+        {
             let detail = format!(
                 "the request head is limited to {} bytes and {} fields",
                 limits.max_request_header_bytes, limits.max_request_headers
             );
-            return self.answer(session, ctx, Problem::HeadersTooLarge, &detail).await;
+            return self
+                .answer(session, ctx, Problem::HeadersTooLarge, &detail)
+                .await;
         }
         let declared_len = req
             .headers
@@ -161,8 +191,13 @@ impl ProxyHttp for ChasquiProxy {
             .and_then(|v| v.to_str().ok())
             .and_then(|v| v.trim().parse::<u64>().ok());
         if declared_len.is_some_and(|n| n > limits.max_request_body_bytes) {
-            let detail = format!("the request body is limited to {} bytes", limits.max_request_body_bytes);
-            return self.answer(session, ctx, Problem::PayloadTooLarge, &detail).await;
+            let detail = format!(
+                "the request body is limited to {} bytes",
+                limits.max_request_body_bytes
+            );
+            return self
+                .answer(session, ctx, Problem::PayloadTooLarge, &detail)
+                .await;
         }
 
         let route = match path::parse(req.uri.path().as_bytes()) {
@@ -170,20 +205,38 @@ impl ProxyHttp for ChasquiProxy {
             Ok(Parsed::Internal(what)) => return self.internal_endpoint(session, ctx, &what).await,
             Ok(Parsed::NoRoute) => {
                 return self
-                    .answer(session, ctx, Problem::NotFound, "catalog services live at /{entidad}/v{n}/...")
+                    .answer(
+                        session,
+                        ctx,
+                        Problem::NotFound,
+                        "catalog services live at /{entidad}/v{n}/...",
+                    )
                     .await
             }
-            Err(e) => return self.answer(session, ctx, Problem::BadPath, &e.to_string()).await,
+            Err(e) => {
+                return self
+                    .answer(session, ctx, Problem::BadPath, &e.to_string())
+                    .await
+            }
         };
         let query = req.uri.query().map(str::to_owned);
 
         let table = self.gw.routes.load();
         let Some(service) = table.service(&route.entity, route.version).cloned() else {
-            let detail = format!("no service is published at /{}/v{}/", route.entity, route.version);
-            return self.answer(session, ctx, Problem::UnknownService, &detail).await;
+            let detail = format!(
+                "no service is published at /{}/v{}/",
+                route.entity, route.version
+            );
+            return self
+                .answer(session, ctx, Problem::UnknownService, &detail)
+                .await;
         };
 
-        let authorization = session.req_header().headers.get(http::header::AUTHORIZATION).map(|v| v.as_bytes());
+        let authorization = session
+            .req_header()
+            .headers
+            .get(http::header::AUTHORIZATION)
+            .map(|v| v.as_bytes());
         let consumer = match self.gw.tokens.authenticate(authorization).await {
             Ok(consumer) => consumer,
             Err((problem, detail)) => return self.answer(session, ctx, problem, detail).await,
@@ -208,14 +261,22 @@ impl ProxyHttp for ChasquiProxy {
         }
         let Some(pool) = service.pool(env).cloned() else {
             let detail = format!("{} is not enabled in {}", service.route_name, env);
-            return self.answer(session, ctx, Problem::EnvironmentUnavailable, &detail).await;
+            return self
+                .answer(session, ctx, Problem::EnvironmentUnavailable, &detail)
+                .await;
         };
         let mut upstream_path = route.rest;
         if let Some(q) = query {
             upstream_path.push('?');
             upstream_path.push_str(&q);
         }
-        ctx.routed = Some(Routed { service, pool, env, consumer, upstream_path });
+        ctx.routed = Some(Routed {
+            service,
+            pool,
+            env,
+            consumer,
+            upstream_path,
+        });
         Ok(false)
     }
 
@@ -230,41 +291,63 @@ impl ProxyHttp for ChasquiProxy {
             ctx.body_bytes += chunk.len() as u64;
             let max = ctx.policy.limits.max_request_body_bytes;
             if ctx.body_bytes > max {
-                return Err(fail(ctx, Problem::PayloadTooLarge, format!("the request body is limited to {max} bytes")));
+                return Err(fail(
+                    ctx,
+                    Problem::PayloadTooLarge,
+                    format!("the request body is limited to {max} bytes"),
+                ));
             }
         }
         Ok(())
     }
 
-    async fn upstream_peer(&self, _session: &mut Session, ctx: &mut RequestCtx) -> Result<Box<HttpPeer>> {
+    async fn upstream_peer(
+        &self,
+        _session: &mut Session,
+        ctx: &mut RequestCtx,
+    ) -> Result<Box<HttpPeer>> {
         let Some(routed) = ctx.routed.as_ref() else {
-            return Err(fail(ctx, Problem::Internal, "request reached upstream selection unrouted"));
+            return Err(fail(
+                ctx,
+                Problem::Internal,
+                "request reached upstream selection unrouted",
+            ));
         };
         let pool = routed.pool.clone();
         let Some(index) = pool.select(&ctx.tried) else {
             if ctx.tried.is_empty() {
-                let detail = format!("every upstream of {} in {} is failing its health checks", routed.service.route_name, routed.env);
+                let detail = format!(
+                    "every upstream of {} in {} is failing its health checks",
+                    routed.service.route_name, routed.env
+                );
                 return Err(fail(ctx, Problem::NoHealthyUpstream, detail));
             }
             // Retries exhausted the healthy backends: answer with the last failure.
-            let (problem, detail) = ctx.problem.clone().unwrap_or((Problem::UpstreamUnreachable, String::new()));
+            let (problem, detail) = ctx
+                .problem
+                .clone()
+                .unwrap_or((Problem::UpstreamUnreachable, String::new()));
             return Err(fail(ctx, problem, detail));
         };
         ctx.tried.push(index);
         let backend = &pool.backends[index];
         let policy = &ctx.policy;
         let mut peer = HttpPeer::new(backend.addr, backend.tls, backend.sni.clone());
-        let connect_timeout = pool.connect_timeout.unwrap_or_else(|| policy.connect_timeout());
+        let connect_timeout = pool
+            .connect_timeout
+            .unwrap_or_else(|| policy.connect_timeout());
         peer.options.connection_timeout = Some(connect_timeout);
         peer.options.total_connection_timeout = Some(connect_timeout);
-        peer.options.read_timeout = Some(pool.read_timeout.unwrap_or_else(|| policy.read_timeout()));
+        peer.options.read_timeout =
+            Some(pool.read_timeout.unwrap_or_else(|| policy.read_timeout()));
         peer.options.write_timeout = Some(Duration::from_millis(policy.upstream.write_timeout_ms));
         peer.options.idle_timeout = Some(Duration::from_millis(policy.upstream.idle_timeout_ms));
         peer.options.ca = pool.ca.clone();
         // Pooled connections are shared only within one service environment:
         // the pool key does not cover the trusted CA, and a connection
         // verified under one service's CA must never serve another service.
-        peer.group_key = (routed.service.id as u64) << 1 | u64::from(routed.env == Environment::Produccion);
+        peer.group_key =
+            (routed.service.id as u64) << 1 | u64::from(routed.env == Environment::Produccion);
         Ok(Box::new(peer))
     }
 
@@ -275,7 +358,11 @@ impl ProxyHttp for ChasquiProxy {
         ctx: &mut RequestCtx,
     ) -> Result<()> {
         let Some(routed) = ctx.routed.as_ref() else {
-            return Err(fail(ctx, Problem::Internal, "request reached the upstream unrouted"));
+            return Err(fail(
+                ctx,
+                Problem::Internal,
+                "request reached the upstream unrouted",
+            ));
         };
         let Some(&index) = ctx.tried.last() else {
             return Err(fail(ctx, Problem::Internal, "no upstream chosen"));
@@ -291,23 +378,41 @@ impl ProxyHttp for ChasquiProxy {
             .uri
             .authority()
             .map(|a| a.as_str().to_owned())
-            .or_else(|| session.get_header(http::header::HOST).and_then(|h| h.to_str().ok()).map(str::to_owned));
-        for name in STRIPPED_REQUEST_HEADERS {
-            upstream.remove_header(*name);
-        }
-        let forged: Vec<http::HeaderName> = upstream
+            .or_else(|| {
+                session
+                    .get_header(http::header::HOST)
+                    .and_then(|h| h.to_str().ok())
+                    .map(str::to_owned)
+            });
+        // One pass over the client's fields finds what must not go upstream;
+        // most requests carry none of them, so nothing is removed at all.
+        let unwanted: Vec<http::HeaderName> = upstream
             .headers
             .keys()
-            .filter(|k| k.as_str().starts_with(IDENTITY_PREFIX))
+            .filter(|k| {
+                let k = k.as_str();
+                STRIPPED_REQUEST_HEADERS.contains(&k) || k.starts_with(IDENTITY_PREFIX)
+            })
             .cloned()
             .collect();
-        for name in forged {
+        for name in unwanted {
             upstream.remove_header(&name);
         }
         upstream.insert_header(http::header::HOST, backend.authority.as_str())?;
 
-        let client_ip = session.client_addr().and_then(|a| a.as_inet()).map(|a| a.ip());
-        let proto = if session.digest().and_then(|d| d.ssl_digest.as_ref()).is_some() { "https" } else { "http" };
+        let client_ip = session
+            .client_addr()
+            .and_then(|a| a.as_inet())
+            .map(|a| a.ip());
+        let proto = if session
+            .digest()
+            .and_then(|d| d.ssl_digest.as_ref())
+            .is_some()
+        {
+            "https"
+        } else {
+            "http"
+        };
         if let Some(ip) = client_ip {
             upstream.insert_header("x-forwarded-for", ip.to_string())?;
         }
@@ -322,7 +427,9 @@ impl ProxyHttp for ChasquiProxy {
         }
         forwarded.push_str("proto=");
         forwarded.push_str(proto);
-        if let Some(host) = original_host.filter(|h| h.bytes().all(|b| b.is_ascii_graphic() && b != b'"')) {
+        if let Some(host) =
+            original_host.filter(|h| h.bytes().all(|b| b.is_ascii_graphic() && b != b'"'))
+        {
             upstream.insert_header("x-forwarded-host", host.as_str())?;
             forwarded.push_str(&format!(";host=\"{host}\""));
         }
@@ -337,23 +444,43 @@ impl ProxyHttp for ChasquiProxy {
         Ok(())
     }
 
-    async fn response_filter(&self, _session: &mut Session, response: &mut ResponseHeader, ctx: &mut RequestCtx) -> Result<()> {
+    async fn response_filter(
+        &self,
+        _session: &mut Session,
+        response: &mut ResponseHeader,
+        ctx: &mut RequestCtx,
+    ) -> Result<()> {
         response.insert_header("x-request-id", ctx.request_id.as_str())?;
         Ok(())
     }
 
-    fn fail_to_connect(&self, _session: &mut Session, _peer: &HttpPeer, ctx: &mut RequestCtx, mut e: Box<Error>) -> Box<Error> {
-        let Some(routed) = ctx.routed.as_ref() else { return e };
+    fn fail_to_connect(
+        &self,
+        _session: &mut Session,
+        _peer: &HttpPeer,
+        ctx: &mut RequestCtx,
+        mut e: Box<Error>,
+    ) -> Box<Error> {
+        let Some(routed) = ctx.routed.as_ref() else {
+            return e;
+        };
         if let Some(&index) = ctx.tried.last() {
             routed.pool.backends[index].health.record_connect_failure();
         }
         let problem = classify(&e).unwrap_or(Problem::UpstreamUnreachable);
         let detail = match problem {
-            Problem::UpstreamTimeout => format!("the upstream of {} did not accept the connection in time", routed.service.route_name),
-            _ => format!("the upstream of {} refused the connection", routed.service.route_name),
+            Problem::UpstreamTimeout => format!(
+                "the upstream of {} did not accept the connection in time",
+                routed.service.route_name
+            ),
+            _ => format!(
+                "the upstream of {} refused the connection",
+                routed.service.route_name
+            ),
         };
         // Nothing was sent, so any method may go to another upstream.
-        let retry = ctx.tried.len() <= usize::from(ctx.policy.upstream.retries) && routed.pool.has_candidate(&ctx.tried);
+        let retry = ctx.tried.len() <= usize::from(ctx.policy.upstream.retries)
+            && routed.pool.has_candidate(&ctx.tried);
         ctx.problem = Some((problem, detail));
         e.set_retry(retry);
         e
@@ -369,7 +496,9 @@ impl ProxyHttp for ChasquiProxy {
     ) -> Box<Error> {
         // The request may have reached the upstream: only idempotent methods
         // whose body is still fully buffered may be sent again.
-        let Some(routed) = ctx.routed.as_ref() else { return e };
+        let Some(routed) = ctx.routed.as_ref() else {
+            return e;
+        };
         let retry = session.req_header().method.is_idempotent()
             && !session.as_ref().retry_buffer_truncated()
             && ctx.tried.len() <= usize::from(ctx.policy.upstream.retries)
@@ -377,8 +506,14 @@ impl ProxyHttp for ChasquiProxy {
         if ctx.problem.is_none() || retry {
             let problem = classify(&e).unwrap_or(Problem::UpstreamError);
             let detail = match problem {
-                Problem::UpstreamTimeout => format!("the upstream of {} did not answer in time", routed.service.route_name),
-                _ => format!("the upstream of {} broke the exchange", routed.service.route_name),
+                Problem::UpstreamTimeout => format!(
+                    "the upstream of {} did not answer in time",
+                    routed.service.route_name
+                ),
+                _ => format!(
+                    "the upstream of {} broke the exchange",
+                    routed.service.route_name
+                ),
             };
             ctx.problem = Some((problem, detail));
         }
@@ -386,21 +521,36 @@ impl ProxyHttp for ChasquiProxy {
         e
     }
 
-    async fn fail_to_proxy(&self, session: &mut Session, e: &Error, ctx: &mut RequestCtx) -> FailToProxy {
+    async fn fail_to_proxy(
+        &self,
+        session: &mut Session,
+        e: &Error,
+        ctx: &mut RequestCtx,
+    ) -> FailToProxy {
         let (problem, detail) = match ctx.problem.clone() {
             Some(found) => found,
             None => match classify(e) {
                 Some(p) => (p, String::new()),
                 // The client's connection is gone: nobody to answer.
-                None => return FailToProxy { error_code: 0, can_reuse_downstream: false },
+                None => {
+                    return FailToProxy {
+                        error_code: 0,
+                        can_reuse_downstream: false,
+                    }
+                }
             },
         };
         if session.response_written().is_none() {
-            if let Err(write_err) = problem::respond(session, problem, &detail, &ctx.request_id).await {
+            if let Err(write_err) =
+                problem::respond(session, problem, &detail, &ctx.request_id).await
+            {
                 tracing::debug!(error = %write_err, "could not write the problem answer");
             }
         }
-        FailToProxy { error_code: problem.status(), can_reuse_downstream: false }
+        FailToProxy {
+            error_code: problem.status(),
+            can_reuse_downstream: false,
+        }
     }
 
     async fn logging(&self, session: &mut Session, e: Option<&Error>, ctx: &mut RequestCtx) {
@@ -434,15 +584,21 @@ fn classify(e: &Error) -> Option<Problem> {
         (HTTPStatus(431), _) => Problem::HeadersTooLarge,
         (HTTPStatus(code), ErrorSource::Upstream) if *code >= 500 => Problem::UpstreamError,
         (HTTPStatus(code), _) if (400..500).contains(code) => Problem::BadRequest,
-        (ConnectTimedout | ReadTimedout | WriteTimedout | TLSHandshakeTimedout, ErrorSource::Upstream) => {
-            Problem::UpstreamTimeout
-        }
+        (
+            ConnectTimedout | ReadTimedout | WriteTimedout | TLSHandshakeTimedout,
+            ErrorSource::Upstream,
+        ) => Problem::UpstreamTimeout,
         (ConnectTimedout, _) => Problem::UpstreamTimeout,
-        (ConnectRefused | ConnectNoRoute | ConnectError | TLSHandshakeFailure | InvalidCert | HandshakeError | SocketError, _) => {
-            Problem::UpstreamUnreachable
-        }
+        (
+            ConnectRefused | ConnectNoRoute | ConnectError | TLSHandshakeFailure | InvalidCert
+            | HandshakeError | SocketError,
+            _,
+        ) => Problem::UpstreamUnreachable,
         (_, ErrorSource::Upstream) => Problem::UpstreamError,
-        (ReadError | WriteError | ConnectionClosed | ReadTimedout | WriteTimedout, ErrorSource::Downstream) => return None,
+        (
+            ReadError | WriteError | ConnectionClosed | ReadTimedout | WriteTimedout,
+            ErrorSource::Downstream,
+        ) => return None,
         (_, ErrorSource::Downstream) => Problem::BadRequest,
         _ => Problem::Internal,
     })

@@ -51,7 +51,11 @@ pub struct RouteTable {
 impl RouteTable {
     /// Finds the service at `/{entity}/v{version}/`.
     pub fn service(&self, entity: &str, version: u32) -> Option<&Arc<ServiceEntry>> {
-        self.services.get(entity)?.iter().find(|(v, _)| *v == version).map(|(_, s)| s)
+        self.services
+            .get(entity)?
+            .iter()
+            .find(|(v, _)| *v == version)
+            .map(|(_, s)| s)
     }
 
     /// Whether a consumer holds an active grant for a service in an environment.
@@ -61,7 +65,10 @@ impl RouteTable {
 
     /// Every pool, for the health checker.
     pub fn pools(&self) -> impl Iterator<Item = &Arc<UpstreamPool>> {
-        self.services.values().flatten().flat_map(|(_, s)| s.pools.iter().flatten())
+        self.services
+            .values()
+            .flatten()
+            .flat_map(|(_, s)| s.pools.iter().flatten())
     }
 }
 
@@ -87,7 +94,10 @@ impl HealthRegistry {
 /// the request path; an upstream that cannot be resolved or parsed is left
 /// out with a warning instead of failing the whole catalog.
 pub async fn build(snapshot: &Snapshot, health: &HealthRegistry) -> RouteTable {
-    let mut table = RouteTable { seq: snapshot.seq, ..Default::default() };
+    let mut table = RouteTable {
+        seq: snapshot.seq,
+        ..Default::default()
+    };
     let mut live = HashSet::new();
     for s in &snapshot.services {
         let mut pools: [Option<Arc<UpstreamPool>>; 2] = [None, None];
@@ -95,8 +105,12 @@ pub async fn build(snapshot: &Snapshot, health: &HealthRegistry) -> RouteTable {
             if !s.serves(env) {
                 continue;
             }
-            let Some(env_route) = s.environment(env) else { continue };
-            if let Some(pool) = build_pool(&s.entity_code, s.version, env_route, health, &mut live).await {
+            let Some(env_route) = s.environment(env) else {
+                continue;
+            };
+            if let Some(pool) =
+                build_pool(&s.entity_code, s.version, env_route, health, &mut live).await
+            {
                 pools[env_index(env)] = Some(Arc::new(pool));
             }
         }
@@ -109,7 +123,11 @@ pub async fn build(snapshot: &Snapshot, health: &HealthRegistry) -> RouteTable {
             pools,
         };
         if s.status != "draft" {
-            table.services.entry(s.entity_code.clone()).or_default().push((s.version, Arc::new(entry)));
+            table
+                .services
+                .entry(s.entity_code.clone())
+                .or_default()
+                .push((s.version, Arc::new(entry)));
         }
     }
     table.grants = snapshot.grants.iter().copied().collect();
@@ -141,7 +159,15 @@ async fn build_pool(
             Ok((addr, tls, host, authority, base_path)) => {
                 live.insert(addr);
                 backends.push((
-                    Backend { url: up.url.clone(), addr, tls, sni: host, authority, base_path, health: health.get(addr) },
+                    Backend {
+                        url: up.url.clone(),
+                        addr,
+                        tls,
+                        sni: host,
+                        authority,
+                        base_path,
+                        health: health.get(addr),
+                    },
                     up.weight,
                 ));
             }
@@ -169,9 +195,16 @@ async fn resolve(url: &str) -> Result<(SocketAddr, bool, String, String, String)
         Some("http") => false,
         _ => return Err("scheme must be http or https".into()),
     };
-    let host = uri.host().ok_or("URL has no host")?.trim_matches(['[', ']']).to_string();
+    let host = uri
+        .host()
+        .ok_or("URL has no host")?
+        .trim_matches(['[', ']'])
+        .to_string();
     let port = uri.port_u16().unwrap_or(if tls { 443 } else { 80 });
-    let authority = uri.authority().map(|a| a.as_str().to_string()).unwrap_or_else(|| host.clone());
+    let authority = uri
+        .authority()
+        .map(|a| a.as_str().to_string())
+        .unwrap_or_else(|| host.clone());
     let addr = tokio::net::lookup_host((host.as_str(), port))
         .await
         .map_err(|e| format!("cannot resolve {host}: {e}"))?
@@ -199,7 +232,10 @@ mod tests {
                 .iter()
                 .map(|&environment| EnvironmentRoute {
                     environment,
-                    upstreams: vec![UpstreamRow { url: "http://127.0.0.1:9/base/".into(), weight: 1 }],
+                    upstreams: vec![UpstreamRow {
+                        url: "http://127.0.0.1:9/base/".into(),
+                        weight: 1,
+                    }],
                     ca_pem: None,
                     connect_timeout_ms: None,
                     read_timeout_ms: None,
@@ -212,15 +248,25 @@ mod tests {
     async fn status_decides_which_environments_route() {
         let snapshot = Snapshot {
             seq: 7,
-            services: vec![service(1, "published"), service(2, "testing"), service(3, "draft")],
+            services: vec![
+                service(1, "published"),
+                service(2, "testing"),
+                service(3, "draft"),
+            ],
             grants: vec![(10, 1, Environment::Produccion)],
         };
         let table = build(&snapshot, &HealthRegistry::default()).await;
         let published = table.service("segip", 1).unwrap();
         assert!(published.pool(Environment::Produccion).is_some());
-        assert_eq!(published.pool(Environment::Pruebas).unwrap().backends[0].base_path, "/base");
+        assert_eq!(
+            published.pool(Environment::Pruebas).unwrap().backends[0].base_path,
+            "/base"
+        );
         let testing = table.service("segip", 2).unwrap();
-        assert!(testing.pool(Environment::Pruebas).is_some() && testing.pool(Environment::Produccion).is_none());
+        assert!(
+            testing.pool(Environment::Pruebas).is_some()
+                && testing.pool(Environment::Produccion).is_none()
+        );
         assert!(table.service("segip", 3).is_none());
         assert!(table.granted(10, 1, Environment::Produccion));
         assert!(!table.granted(10, 1, Environment::Pruebas));

@@ -22,13 +22,21 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 /// Opens the store named by the configuration (creating the data directory).
-pub async fn open_store(data_dir: &std::path::Path, database_url: Option<&str>) -> anyhow::Result<Store> {
+pub async fn open_store(
+    data_dir: &std::path::Path,
+    database_url: Option<&str>,
+) -> anyhow::Result<Store> {
     match database_url {
-        Some(url) => Store::open(url).await.with_context(|| "opening the database".to_string()),
+        Some(url) => Store::open(url)
+            .await
+            .with_context(|| "opening the database".to_string()),
         None => {
-            std::fs::create_dir_all(data_dir).with_context(|| format!("creating data directory {}", data_dir.display()))?;
+            std::fs::create_dir_all(data_dir)
+                .with_context(|| format!("creating data directory {}", data_dir.display()))?;
             let path = Config::sqlite_path(data_dir);
-            Store::open_sqlite(&path).await.with_context(|| format!("opening {}", path.display()))
+            Store::open_sqlite(&path)
+                .await
+                .with_context(|| format!("opening {}", path.display()))
         }
     }
 }
@@ -64,10 +72,17 @@ pub fn serve(config: Config) -> anyhow::Result<()> {
         grace_period_seconds: Some(config.drain_timeout.as_secs()),
         graceful_shutdown_timeout_seconds: Some(1),
         upstream_keepalive_pool_size: 1024,
+        // One single-threaded runtime per worker thread, like nginx's
+        // workers: no cross-thread wakeups or atomics on the request path.
+        work_stealing: false,
         ..ServerConf::default()
     };
     conf.pid_file = config.data_dir.join("chasqui.pid").display().to_string();
-    conf.upgrade_sock = config.data_dir.join("chasqui-upgrade.sock").display().to_string();
+    conf.upgrade_sock = config
+        .data_dir
+        .join("chasqui-upgrade.sock")
+        .display()
+        .to_string();
     let mut server = Server::new_with_opt_and_conf(None, conf);
     server.bootstrap();
 
@@ -76,8 +91,9 @@ pub fn serve(config: Config) -> anyhow::Result<()> {
         ChasquiProxy::new(gw.clone()),
         "chasqui data plane",
     );
-    let mut tls_settings = TlsSettings::intermediate(&cert.display().to_string(), &key.display().to_string())
-        .map_err(|e| anyhow::anyhow!("TLS settings: {e}"))?;
+    let mut tls_settings =
+        TlsSettings::intermediate(&cert.display().to_string(), &key.display().to_string())
+            .map_err(|e| anyhow::anyhow!("TLS settings: {e}"))?;
     tls_settings.enable_h2();
     proxy.add_tls_with_settings(&config.listen, None, tls_settings);
     if let Some(addr) = &config.listen_http {
@@ -99,7 +115,9 @@ pub fn serve(config: Config) -> anyhow::Result<()> {
     );
     gw.lifecycle.set_ready();
     spawn_drain_watch(gw.clone(), config.drain_timeout, control);
-    server.run(RunArgs { shutdown_signal: Box::new(Signals { gw }) });
+    server.run(RunArgs {
+        shutdown_signal: Box::new(Signals { gw }),
+    });
     Ok(())
 }
 
@@ -113,7 +131,10 @@ struct Signals {
 impl ShutdownSignalWatch for Signals {
     async fn recv(&self) -> ShutdownSignal {
         use tokio::signal::unix::{signal, SignalKind};
-        let (Ok(mut term), Ok(mut int)) = (signal(SignalKind::terminate()), signal(SignalKind::interrupt())) else {
+        let (Ok(mut term), Ok(mut int)) = (
+            signal(SignalKind::terminate()),
+            signal(SignalKind::interrupt()),
+        ) else {
             tracing::error!("cannot install signal handlers; stopping");
             return ShutdownSignal::FastShutdown;
         };
@@ -155,7 +176,10 @@ fn spawn_drain_watch(gw: Arc<Gateway>, deadline: Duration, control: tokio::runti
             if left > 0 {
                 tracing::warn!(in_flight = left, "drain deadline passed; exiting");
             } else {
-                tracing::info!(took_ms = began.elapsed().as_millis() as u64, "drained; exiting");
+                tracing::info!(
+                    took_ms = began.elapsed().as_millis() as u64,
+                    "drained; exiting"
+                );
             }
             control.block_on(gw.store.close());
             std::process::exit(0);

@@ -84,7 +84,11 @@ impl Drop for InflightGuard {
 
 impl Gateway {
     /// Builds the state from an open store; call on the control runtime.
-    pub async fn new(store: Store, policy: Policy, access_log: bool) -> anyhow::Result<Arc<Gateway>> {
+    pub async fn new(
+        store: Store,
+        policy: Policy,
+        access_log: bool,
+    ) -> anyhow::Result<Arc<Gateway>> {
         let health = HealthRegistry::default();
         let snapshot = store.load_snapshot().await?;
         let table = routes::build(&snapshot, &health).await;
@@ -146,19 +150,25 @@ impl Gateway {
         let mut targets = HashMap::new();
         for pool in table.pools() {
             for b in &pool.backends {
-                targets.entry(b.addr).or_insert_with(|| (b.health.clone(), b.url.clone()));
+                targets
+                    .entry(b.addr)
+                    .or_insert_with(|| (b.health.clone(), b.url.clone()));
             }
         }
         let timeout = Duration::from_millis(hc.timeout_ms);
         let mut probes = tokio::task::JoinSet::new();
         for (addr, (health, url)) in targets {
             probes.spawn(async move {
-                let ok = matches!(tokio::time::timeout(timeout, tokio::net::TcpStream::connect(addr)).await, Ok(Ok(_)));
+                let ok = matches!(
+                    tokio::time::timeout(timeout, tokio::net::TcpStream::connect(addr)).await,
+                    Ok(Ok(_))
+                );
                 (health, url, ok)
             });
         }
         while let Some(Ok((health, url, ok))) = probes.join_next().await {
-            if let Some(now_healthy) = health.record_probe(ok, hc.healthy_after, hc.unhealthy_after) {
+            if let Some(now_healthy) = health.record_probe(ok, hc.healthy_after, hc.unhealthy_after)
+            {
                 if now_healthy {
                     tracing::info!(%url, "upstream healthy again");
                 } else {

@@ -7,7 +7,10 @@ use std::path::{Path, PathBuf};
 /// Returns the certificate and key paths to serve with, generating a
 /// self-signed pair under `data_dir/tls/` when none is configured and none
 /// was generated before.
-pub fn ensure_certificate(configured: Option<&(PathBuf, PathBuf)>, data_dir: &Path) -> anyhow::Result<(PathBuf, PathBuf)> {
+pub fn ensure_certificate(
+    configured: Option<&(PathBuf, PathBuf)>,
+    data_dir: &Path,
+) -> anyhow::Result<(PathBuf, PathBuf)> {
     if let Some((cert, key)) = configured {
         for p in [cert, key] {
             std::fs::metadata(p).with_context(|| format!("TLS file {}", p.display()))?;
@@ -21,10 +24,16 @@ pub fn ensure_certificate(configured: Option<&(PathBuf, PathBuf)>, data_dir: &Pa
         return Ok((cert, key));
     }
     std::fs::create_dir_all(&dir).with_context(|| format!("creating {}", dir.display()))?;
-    let names = vec!["localhost".to_string(), "127.0.0.1".to_string(), "::1".to_string()];
-    let certified = rcgen::generate_simple_self_signed(names).context("generating a self-signed certificate")?;
+    let names = vec![
+        "localhost".to_string(),
+        "127.0.0.1".to_string(),
+        "::1".to_string(),
+    ];
+    let certified = rcgen::generate_simple_self_signed(names)
+        .context("generating a self-signed certificate")?;
     write_private(&key, certified.signing_key.serialize_pem().as_bytes())?;
-    std::fs::write(&cert, certified.cert.pem()).with_context(|| format!("writing {}", cert.display()))?;
+    std::fs::write(&cert, certified.cert.pem())
+        .with_context(|| format!("writing {}", cert.display()))?;
     tracing::info!(cert = %cert.display(), "generated a self-signed certificate for localhost");
     Ok((cert, key))
 }

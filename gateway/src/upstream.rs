@@ -22,7 +22,11 @@ impl Default for Health {
     fn default() -> Self {
         // Optimistic until the first probe says otherwise, so a new upstream
         // takes traffic at once.
-        Health { healthy: AtomicBool::new(true), successes: AtomicU32::new(0), failures: AtomicU32::new(0) }
+        Health {
+            healthy: AtomicBool::new(true),
+            successes: AtomicU32::new(0),
+            failures: AtomicU32::new(0),
+        }
     }
 }
 
@@ -36,14 +40,20 @@ impl Health {
     pub fn record_probe(&self, ok: bool, healthy_after: u32, unhealthy_after: u32) -> Option<bool> {
         if ok {
             self.failures.store(0, Ordering::Relaxed);
-            let n = self.successes.fetch_add(1, Ordering::Relaxed).saturating_add(1);
+            let n = self
+                .successes
+                .fetch_add(1, Ordering::Relaxed)
+                .saturating_add(1);
             if !self.is_healthy() && n >= healthy_after {
                 self.healthy.store(true, Ordering::Relaxed);
                 return Some(true);
             }
         } else {
             self.successes.store(0, Ordering::Relaxed);
-            let n = self.failures.fetch_add(1, Ordering::Relaxed).saturating_add(1);
+            let n = self
+                .failures
+                .fetch_add(1, Ordering::Relaxed)
+                .saturating_add(1);
             if self.is_healthy() && n >= unhealthy_after {
                 self.healthy.store(false, Ordering::Relaxed);
                 return Some(false);
@@ -113,7 +123,11 @@ impl UpstreamPool {
     ) -> UpstreamPool {
         let mut schedule = Vec::new();
         // Interleave by weight so that a heavy backend's turns are spread out.
-        let max_weight = backends.iter().map(|(_, w)| (*w).clamp(1, 100)).max().unwrap_or(0);
+        let max_weight = backends
+            .iter()
+            .map(|(_, w)| (*w).clamp(1, 100))
+            .max()
+            .unwrap_or(0);
         for round in 0..max_weight {
             for (i, (_, w)) in backends.iter().enumerate() {
                 if round < (*w).clamp(1, 100) {
@@ -159,7 +173,8 @@ pub fn parse_ca_bundle(pem: &str) -> Result<Arc<CaType>, String> {
     for item in rustls_pemfile::certs(&mut reader) {
         let der = item.map_err(|e| format!("invalid PEM: {e}"))?;
         // parse_x509 panics on bad DER, so check with the same parser first.
-        x509_parser::parse_x509_certificate(der.as_ref()).map_err(|e| format!("invalid certificate: {e}"))?;
+        x509_parser::parse_x509_certificate(der.as_ref())
+            .map_err(|e| format!("invalid certificate: {e}"))?;
         certs.push(WrappedX509::new(der.as_ref().to_vec(), parse_x509));
     }
     if certs.is_empty() {

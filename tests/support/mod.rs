@@ -22,7 +22,10 @@ pub const CHASQUI: &str = env!("CARGO_BIN_EXE_chasqui");
 
 /// A port that was free a moment ago.
 pub fn free_port() -> u16 {
-    StdListener::bind("127.0.0.1:0").and_then(|l| l.local_addr()).map(|a| a.port()).expect("free port")
+    StdListener::bind("127.0.0.1:0")
+        .and_then(|l| l.local_addr())
+        .map(|a| a.port())
+        .expect("free port")
 }
 
 /// One request as an upstream saw it.
@@ -36,7 +39,10 @@ pub struct Seen {
 
 impl Seen {
     pub fn header(&self, name: &str) -> Option<&str> {
-        self.headers.get(name).and_then(|v| v.first()).map(String::as_str)
+        self.headers
+            .get(name)
+            .and_then(|v| v.first())
+            .map(String::as_str)
     }
 }
 
@@ -74,27 +80,49 @@ impl Upstream {
 
     /// Starts an HTTPS upstream with the given server config.
     pub async fn start_tls(name: &str, config: Arc<rustls::ServerConfig>) -> Upstream {
-        Self::start_inner(name, Behavior::Echo, Some(tokio_rustls::TlsAcceptor::from(config))).await
+        Self::start_inner(
+            name,
+            Behavior::Echo,
+            Some(tokio_rustls::TlsAcceptor::from(config)),
+        )
+        .await
     }
 
-    async fn start_inner(name: &str, behavior: Behavior, tls: Option<tokio_rustls::TlsAcceptor>) -> Upstream {
-        let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind upstream");
+    async fn start_inner(
+        name: &str,
+        behavior: Behavior,
+        tls: Option<tokio_rustls::TlsAcceptor>,
+    ) -> Upstream {
+        let listener = TcpListener::bind("127.0.0.1:0")
+            .await
+            .expect("bind upstream");
         let addr = listener.local_addr().expect("addr");
         let seen = Arc::new(Mutex::new(Vec::new()));
         let arrived = Arc::new(Notify::new());
         let (seen2, arrived2, name2) = (seen.clone(), arrived.clone(), name.to_string());
         let task = tokio::spawn(async move {
             loop {
-                let Ok((stream, _)) = listener.accept().await else { continue };
-                let (seen, arrived, name, behavior, tls) =
-                    (seen2.clone(), arrived2.clone(), name2.clone(), behavior.clone(), tls.clone());
+                let Ok((stream, _)) = listener.accept().await else {
+                    continue;
+                };
+                let (seen, arrived, name, behavior, tls) = (
+                    seen2.clone(),
+                    arrived2.clone(),
+                    name2.clone(),
+                    behavior.clone(),
+                    tls.clone(),
+                );
                 tokio::spawn(async move {
                     match behavior {
                         Behavior::Drop => drop_after_request(stream, seen, arrived).await,
                         _ => {
                             let service = service_fn(move |req: Request<hyper::body::Incoming>| {
-                                let (seen, arrived, name, behavior) =
-                                    (seen.clone(), arrived.clone(), name.clone(), behavior.clone());
+                                let (seen, arrived, name, behavior) = (
+                                    seen.clone(),
+                                    arrived.clone(),
+                                    name.clone(),
+                                    behavior.clone(),
+                                );
                                 async move { echo(req, seen, arrived, name, behavior).await }
                             });
                             match tls {
@@ -116,7 +144,13 @@ impl Upstream {
                 });
             }
         });
-        Upstream { name: name.to_string(), addr, seen, arrived, task }
+        Upstream {
+            name: name.to_string(),
+            addr,
+            seen,
+            arrived,
+            task,
+        }
     }
 
     pub fn url(&self) -> String {
@@ -135,7 +169,11 @@ impl Upstream {
     pub async fn wait_for(&self, n: usize) {
         let deadline = Instant::now() + Duration::from_secs(10);
         while self.count() < n {
-            assert!(Instant::now() < deadline, "upstream {} never saw {n} requests", self.name);
+            assert!(
+                Instant::now() < deadline,
+                "upstream {} never saw {n} requests",
+                self.name
+            );
             let _ = tokio::time::timeout(Duration::from_millis(100), self.arrived.notified()).await;
         }
     }
@@ -149,13 +187,25 @@ async fn echo(
     behavior: Behavior,
 ) -> Result<Response<Full<Bytes>>, hyper::Error> {
     let method = req.method().to_string();
-    let path = req.uri().path_and_query().map(|p| p.to_string()).unwrap_or_default();
+    let path = req
+        .uri()
+        .path_and_query()
+        .map(|p| p.to_string())
+        .unwrap_or_default();
     let mut headers: HashMap<String, Vec<String>> = HashMap::new();
     for (k, v) in req.headers() {
-        headers.entry(k.as_str().to_string()).or_default().push(v.to_str().unwrap_or("<binary>").to_string());
+        headers
+            .entry(k.as_str().to_string())
+            .or_default()
+            .push(v.to_str().unwrap_or("<binary>").to_string());
     }
     let body = req.into_body().collect().await?.to_bytes();
-    seen.lock().unwrap().push(Seen { method: method.clone(), path: path.clone(), headers, body });
+    seen.lock().unwrap().push(Seen {
+        method: method.clone(),
+        path: path.clone(),
+        headers,
+        body,
+    });
     arrived.notify_waiters();
     if let Behavior::Delay(d) = behavior {
         tokio::time::sleep(d).await;
@@ -167,7 +217,11 @@ async fn echo(
         .unwrap())
 }
 
-async fn drop_after_request(mut stream: TcpStream, seen: Arc<Mutex<Vec<Seen>>>, arrived: Arc<Notify>) {
+async fn drop_after_request(
+    mut stream: TcpStream,
+    seen: Arc<Mutex<Vec<Seen>>>,
+    arrived: Arc<Notify>,
+) {
     let mut buf = Vec::new();
     let mut chunk = [0u8; 4096];
     loop {
@@ -184,17 +238,28 @@ async fn drop_after_request(mut stream: TcpStream, seen: Arc<Mutex<Vec<Seen>>>, 
             let mut headers: HashMap<String, Vec<String>> = HashMap::new();
             for l in lines {
                 if let Some((k, v)) = l.split_once(':') {
-                    headers.entry(k.trim().to_ascii_lowercase()).or_default().push(v.trim().to_string());
+                    headers
+                        .entry(k.trim().to_ascii_lowercase())
+                        .or_default()
+                        .push(v.trim().to_string());
                 }
             }
-            let want: usize = headers.get("content-length").and_then(|v| v[0].parse().ok()).unwrap_or(0);
+            let want: usize = headers
+                .get("content-length")
+                .and_then(|v| v[0].parse().ok())
+                .unwrap_or(0);
             while buf.len() < end + 4 + want {
                 match stream.read(&mut chunk).await {
                     Ok(n) if n > 0 => buf.extend_from_slice(&chunk[..n]),
                     _ => break,
                 }
             }
-            seen.lock().unwrap().push(Seen { method, path, headers, body: Bytes::new() });
+            seen.lock().unwrap().push(Seen {
+                method,
+                path,
+                headers,
+                body: Bytes::new(),
+            });
             arrived.notify_waiters();
             let _ = stream.shutdown().await;
             return; // dropping the stream closes it without an answer
@@ -247,7 +312,13 @@ impl Gateway {
         let tokens = import(dir.path(), &file);
         let policy = dir.path().join("policy.yaml");
         std::fs::write(&policy, TEST_POLICY).unwrap();
-        let mut gw = Gateway { port: 0, dir, tokens, child: None, client: reqwest::Client::new() };
+        let mut gw = Gateway {
+            port: 0,
+            dir,
+            tokens,
+            child: None,
+            client: reqwest::Client::new(),
+        };
         gw.spawn().await;
         gw
     }
@@ -264,7 +335,15 @@ impl Gateway {
             .arg(format!("127.0.0.1:{port}"))
             .arg("--policy")
             .arg(self.dir.path().join("policy.yaml"))
-            .args(["--no-demo", "--threads", "2", "--catalog-poll-ms", "50", "--drain-timeout-secs", "10"])
+            .args([
+                "--no-demo",
+                "--threads",
+                "2",
+                "--catalog-poll-ms",
+                "50",
+                "--drain-timeout-secs",
+                "10",
+            ])
             .env("RUST_LOG", "info")
             .stdout(Stdio::null())
             .stderr(log)
@@ -275,14 +354,22 @@ impl Gateway {
         self.client = self.https_client(false);
         let deadline = Instant::now() + Duration::from_secs(30);
         loop {
-            let ready = self.client.get(self.url("/_chasqui/health/ready")).send().await;
+            let ready = self
+                .client
+                .get(self.url("/_chasqui/health/ready"))
+                .send()
+                .await;
             if matches!(&ready, Ok(r) if r.status() == 200) {
                 break;
             }
             if let Some(status) = self.child.as_mut().unwrap().try_wait().unwrap() {
                 panic!("chasqui exited at start ({status}):\n{}", self.log());
             }
-            assert!(Instant::now() < deadline, "chasqui not ready in 30 s:\n{}", self.log());
+            assert!(
+                Instant::now() < deadline,
+                "chasqui not ready in 30 s:\n{}",
+                self.log()
+            );
             tokio::time::sleep(Duration::from_millis(50)).await;
         }
     }
@@ -296,7 +383,11 @@ impl Gateway {
             .use_rustls_tls()
             .timeout(Duration::from_secs(20))
             .pool_max_idle_per_host(4);
-        let builder = if http1_only { builder.http1_only() } else { builder };
+        let builder = if http1_only {
+            builder.http1_only()
+        } else {
+            builder
+        };
         builder.build().expect("client")
     }
 
@@ -305,11 +396,18 @@ impl Gateway {
     }
 
     pub fn token(&self, label: &str) -> &str {
-        self.tokens.get(label).unwrap_or_else(|| panic!("no token labelled {label}"))
+        self.tokens
+            .get(label)
+            .unwrap_or_else(|| panic!("no token labelled {label}"))
     }
 
     pub async fn get(&self, path: &str, token: &str) -> reqwest::Response {
-        self.client.get(self.url(path)).bearer_auth(token).send().await.expect("request")
+        self.client
+            .get(self.url(path))
+            .bearer_auth(token)
+            .send()
+            .await
+            .expect("request")
     }
 
     pub fn pid(&self) -> u32 {
@@ -332,7 +430,10 @@ impl Gateway {
 
     /// Sends SIGTERM.
     pub fn terminate(&self) {
-        let status = Command::new("kill").args(["-TERM", &self.pid().to_string()]).status().unwrap();
+        let status = Command::new("kill")
+            .args(["-TERM", &self.pid().to_string()])
+            .status()
+            .unwrap();
         assert!(status.success());
     }
 
@@ -345,7 +446,10 @@ impl Gateway {
                 self.child = None;
                 return status;
             }
-            assert!(Instant::now() < deadline, "chasqui did not exit within {within:?}");
+            assert!(
+                Instant::now() < deadline,
+                "chasqui did not exit within {within:?}"
+            );
             std::thread::sleep(Duration::from_millis(20));
         }
     }
@@ -357,11 +461,13 @@ impl Gateway {
         for c in rustls_pemfile::certs(&mut cert.as_slice()) {
             roots.add(c.unwrap()).unwrap();
         }
-        let config = rustls::ClientConfig::builder_with_provider(Arc::new(rustls::crypto::ring::default_provider()))
-            .with_safe_default_protocol_versions()
-            .unwrap()
-            .with_root_certificates(roots)
-            .with_no_client_auth();
+        let config = rustls::ClientConfig::builder_with_provider(Arc::new(
+            rustls::crypto::ring::default_provider(),
+        ))
+        .with_safe_default_protocol_versions()
+        .unwrap()
+        .with_root_certificates(roots)
+        .with_no_client_auth();
         let connector = tokio_rustls::TlsConnector::from(Arc::new(config));
         let tcp = TcpStream::connect(("127.0.0.1", self.port)).await.unwrap();
         let name = rustls::pki_types::ServerName::try_from("localhost").unwrap();
@@ -370,8 +476,15 @@ impl Gateway {
         let mut out = Vec::new();
         let _ = tokio::time::timeout(Duration::from_secs(10), tls.read_to_end(&mut out)).await;
         let text = String::from_utf8_lossy(&out).to_string();
-        let status = text.split(' ').nth(1).and_then(|s| s.parse().ok()).unwrap_or(0);
-        let body = text.split_once("\r\n\r\n").map(|(_, b)| b.to_string()).unwrap_or_default();
+        let status = text
+            .split(' ')
+            .nth(1)
+            .and_then(|s| s.parse().ok())
+            .unwrap_or(0);
+        let body = text
+            .split_once("\r\n\r\n")
+            .map(|(_, b)| b.to_string())
+            .unwrap_or_default();
         (status, body)
     }
 }
@@ -384,7 +497,11 @@ fn wait_for_file(path: &Path) -> Vec<u8> {
                 return data;
             }
         }
-        assert!(Instant::now() < deadline, "{} never appeared", path.display());
+        assert!(
+            Instant::now() < deadline,
+            "{} never appeared",
+            path.display()
+        );
         std::thread::sleep(Duration::from_millis(20));
     }
 }
@@ -398,7 +515,11 @@ pub fn import(data_dir: &Path, file: &Path) -> HashMap<String, String> {
         .arg(data_dir)
         .output()
         .expect("run import");
-    assert!(out.status.success(), "import failed: {}", String::from_utf8_lossy(&out.stderr));
+    assert!(
+        out.status.success(),
+        "import failed: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
     String::from_utf8_lossy(&out.stdout)
         .lines()
         .filter_map(|l| l.strip_prefix("token"))
@@ -412,7 +533,10 @@ pub fn import(data_dir: &Path, file: &Path) -> HashMap<String, String> {
 /// Asserts a problem+json answer with the given status and type slug.
 pub async fn assert_problem(resp: reqwest::Response, status: u16, slug: &str) -> serde_json::Value {
     assert_eq!(resp.status().as_u16(), status, "status");
-    let ct = resp.headers().get("content-type").map(|v| v.to_str().unwrap().to_string());
+    let ct = resp
+        .headers()
+        .get("content-type")
+        .map(|v| v.to_str().unwrap().to_string());
     assert_eq!(ct.as_deref(), Some("application/problem+json"));
     let body: serde_json::Value = resp.json().await.expect("problem json");
     assert_problem_body(&body, status, slug);
@@ -421,7 +545,11 @@ pub async fn assert_problem(resp: reqwest::Response, status: u16, slug: &str) ->
 
 /// Asserts the body of a problem.
 pub fn assert_problem_body(body: &serde_json::Value, status: u16, slug: &str) {
-    assert_eq!(body["type"], format!("https://chasqui.agetic.gob.bo/problems/{slug}"), "{body}");
+    assert_eq!(
+        body["type"],
+        format!("https://chasqui.agetic.gob.bo/problems/{slug}"),
+        "{body}"
+    );
     assert_eq!(body["status"], status, "{body}");
     assert!(body["title"].as_str().is_some_and(|t| !t.is_empty()));
     assert!(body["request_id"].as_str().is_some_and(|t| t.len() == 32));
@@ -438,22 +566,30 @@ pub fn test_pki() -> TestPki {
     let ca_key = KeyPair::generate().unwrap();
     let mut ca_params = CertificateParams::new(Vec::<String>::new()).unwrap();
     ca_params.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
-    ca_params.distinguished_name.push(rcgen::DnType::CommonName, "Chasqui test CA");
+    ca_params
+        .distinguished_name
+        .push(rcgen::DnType::CommonName, "Chasqui test CA");
     let ca_cert = ca_params.self_signed(&ca_key).unwrap();
     let issuer = rcgen::Issuer::new(ca_params, ca_key);
     let leaf_key = KeyPair::generate().unwrap();
-    let leaf_params = CertificateParams::new(vec!["localhost".to_string(), "127.0.0.1".to_string()]).unwrap();
+    let leaf_params =
+        CertificateParams::new(vec!["localhost".to_string(), "127.0.0.1".to_string()]).unwrap();
     let leaf = leaf_params.signed_by(&leaf_key, &issuer).unwrap();
-    let config = rustls::ServerConfig::builder_with_provider(Arc::new(rustls::crypto::ring::default_provider()))
-        .with_safe_default_protocol_versions()
-        .unwrap()
-        .with_no_client_auth()
-        .with_single_cert(
-            vec![leaf.der().clone()],
-            rustls::pki_types::PrivateKeyDer::try_from(leaf_key.serialize_der()).unwrap(),
-        )
-        .unwrap();
-    TestPki { ca_pem: ca_cert.pem(), server_config: Arc::new(config) }
+    let config = rustls::ServerConfig::builder_with_provider(Arc::new(
+        rustls::crypto::ring::default_provider(),
+    ))
+    .with_safe_default_protocol_versions()
+    .unwrap()
+    .with_no_client_auth()
+    .with_single_cert(
+        vec![leaf.der().clone()],
+        rustls::pki_types::PrivateKeyDer::try_from(leaf_key.serialize_der()).unwrap(),
+    )
+    .unwrap();
+    TestPki {
+        ca_pem: ca_cert.pem(),
+        server_config: Arc::new(config),
+    }
 }
 
 /// Writes a file in a directory and returns its path.

@@ -23,7 +23,6 @@ pub async fn seed_if_empty(store: &Store) -> anyhow::Result<bool> {
     Ok(true)
 }
 
-
 /// The demo upstream: answers like the publishers' systems would, with
 /// synthetic records, and echoes the identity headers the gateway set.
 pub struct DemoUpstream;
@@ -33,26 +32,40 @@ impl ServeHttp for DemoUpstream {
     async fn response(&self, session: &mut ServerSession) -> Response<Vec<u8>> {
         let req = session.req_header();
         let path = req.uri.path().to_string();
-        let header = |name: &str| req.headers.get(name).and_then(|v| v.to_str().ok()).unwrap_or("").to_string();
-        let consumer = format!("{}/{}", header("x-chasqui-consumer-entity"), header("x-chasqui-consumer-system"));
+        let header = |name: &str| {
+            req.headers
+                .get(name)
+                .and_then(|v| v.to_str().ok())
+                .unwrap_or("")
+                .to_string()
+        };
+        let consumer = format!(
+            "{}/{}",
+            header("x-chasqui-consumer-entity"),
+            header("x-chasqui-consumer-system")
+        );
         let segments: Vec<&str> = path.trim_matches('/').split('/').collect();
         let (status, body) = match segments.as_slice() {
-            ["segip", env, "personas", ci] if ci.chars().all(|c| c.is_ascii_digit()) && !ci.is_empty() => (
-                200,
-                serde_json::json!({
-                    "finalizado": true,
-                    "mensaje": "Consulta realizada (datos sintéticos)",
-                    "datos": {
-                        "numeroDocumento": ci,
-                        "nombres": "JUANA",
-                        "primerApellido": "MAMANI",
-                        "segundoApellido": "QUISPE",
-                        "fechaNacimiento": "1990-05-17",
-                        "entorno": env,
-                        "consumidor": consumer,
-                    }
-                }),
-            ),
+            ["segip", env, "personas", ci]
+                if ci.chars().all(|c| c.is_ascii_digit()) && !ci.is_empty() =>
+            {
+                (
+                    200,
+                    serde_json::json!({
+                        "finalizado": true,
+                        "mensaje": "Consulta realizada (datos sintéticos)",
+                        "datos": {
+                            "numeroDocumento": ci,
+                            "nombres": "JUANA",
+                            "primerApellido": "MAMANI",
+                            "segundoApellido": "QUISPE",
+                            "fechaNacimiento": "1990-05-17",
+                            "entorno": env,
+                            "consumidor": consumer,
+                        }
+                    }),
+                )
+            }
             ["fundempresa", env, "nit", nit] => (
                 200,
                 serde_json::json!({
