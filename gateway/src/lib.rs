@@ -10,6 +10,7 @@ pub mod auth;
 pub mod config;
 pub mod demo;
 pub mod path;
+pub mod plugin;
 pub mod policy;
 pub mod problem;
 pub mod proxy;

@@ -1,0 +1,849 @@
+//! The plugin host: runs WebAssembly components of the `chasqui:plugin`
+//! world (`sdk-plugin/wit/plugin.wit`) with wasmtime, each inside limits
+//! its policy sets.
+//!
+//! - Components are compiled once per content hash and cached on disk
+//!   ([`cache`]); each plugin is pre-instantiated once.
+//! - A plugin links only the host interfaces its policy grants; a component
+//!   that imports more, or whose metadata asks for more, is refused at load.
+//! - Its configuration is validated against the JSON Schema it declares, and
+//!   `init` must accept it, at load: never at request time.
+//! - Isolation: `request` mode gives each request a fresh instance, so no data
+//!   survives from one request to the next; `pooled` mode reuses warm
+//!   instances for hot paths.
+//! - Limits: CPU per call by epoch deadline, memory by a store limiter and the
+//!   pooling allocator, output sizes by checks on every result. A trap, a
+//!   timeout or a broken contract fails the call; the instance is discarded;
+//!   repeated failures open the plugin's [`breaker`].
+
+pub mod breaker;
+pub mod cache;
+mod host;
+
+use breaker::{Breaker, Permit};
+use host::HostState;
+pub use host::RequestContext as Context;
+pub use host::{PluginShared, RequestContext};
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+use wasmtime::component::{Component, Linker};
+use wasmtime::{
+    Config, Engine, InstanceAllocationStrategy, PoolingAllocationConfig, Store, StoreLimitsBuilder,
+};
+
+wasmtime::component::bindgen!({
+    path: "../sdk-plugin/wit",
+    world: "plugin",
+    anyhow: true,
+});
+
+pub use exports::chasqui::plugin::handler::{
+    BodyAction, BodyChunk, Header, HeaderChanges, HeadersAction, Phase, PluginMetadata,
+    RequestHead, Response, ResponseHead,
+};
+
+/// Milliseconds per epoch tick.
+const TICK: Duration = Duration::from_millis(1);
+
+/// A host interface a plugin may be granted.
+#[derive(
+    Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, serde::Deserialize, serde::Serialize,
+)]
+#[serde(rename_all = "lowercase")]
+pub enum Capability {
+    /// `log`
+    Log,
+    /// `kv`
+    Kv,
+    /// `clock`
+    Clock,
+    /// `crypto`
+    Crypto,
+    /// `metrics`
+    Metrics,
+    /// `ledger`
+    Ledger,
+    /// `context`
+    Context,
+}
+
+impl Capability {
+    /// Every capability.
+    pub const ALL: [Capability; 7] = [
+        Capability::Log,
+        Capability::Kv,
+        Capability::Clock,
+        Capability::Crypto,
+        Capability::Metrics,
+        Capability::Ledger,
+        Capability::Context,
+    ];
+
+    /// The WIT interface name.
+    pub fn name(self) -> &'static str {
+        match self {
+            Capability::Log => "log",
+            Capability::Kv => "kv",
+            Capability::Clock => "clock",
+            Capability::Crypto => "crypto",
+            Capability::Metrics => "metrics",
+            Capability::Ledger => "ledger",
+            Capability::Context => "context",
+        }
+    }
+
+    /// Parses an interface name.
+    pub fn parse(name: &str) -> Option<Capability> {
+        Self::ALL.into_iter().find(|c| c.name() == name)
+    }
+
+    /// The capability behind a component import name such as
+    /// `chasqui:plugin/kv@0.1.0`.
+    fn of_import(import: &str) -> Option<Capability> {
+        let rest = import.strip_prefix("chasqui:plugin/")?;
+        Self::parse(rest.split('@').next()?)
+    }
+}
+
+/// How instances are used across requests.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, serde::Deserialize, serde::Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Isolation {
+    /// A fresh instance for every request: nothing survives a request.
+    #[default]
+    Request,
+    /// Warm instances reused across requests (one request at a time each).
+    Pooled,
+}
+
+/// What a failed plugin call means for the request.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, serde::Deserialize, serde::Serialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum FailureMode {
+    /// Answer the client with a problem (the default).
+    #[default]
+    FailClosed,
+    /// Go on as if the plugin had continued.
+    FailOpen,
+}
+
+/// Limits of one plugin.
+#[derive(Debug, Clone, PartialEq, serde::Deserialize, serde::Serialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct Limits {
+    /// CPU time per call, in milliseconds (epoch ticks).
+    pub cpu_ms: u64,
+    /// Linear memory per instance, in bytes.
+    pub memory_bytes: usize,
+    /// Largest body or response a plugin may hand back, in bytes.
+    pub max_output_bytes: usize,
+    /// Most header fields a plugin may set in one result.
+    pub max_headers: usize,
+    /// Consecutive failures that open the breaker.
+    pub breaker_threshold: u32,
+    /// How long an open breaker waits before probing, in milliseconds.
+    pub breaker_cool_down_ms: u64,
+    /// Most warm instances kept in `pooled` mode.
+    pub pool_size: usize,
+}
+
+impl Default for Limits {
+    fn default() -> Self {
+        Limits {
+            cpu_ms: 50,
+            memory_bytes: 16 << 20,
+            max_output_bytes: 1 << 20,
+            max_headers: 64,
+            breaker_threshold: 5,
+            breaker_cool_down_ms: 5_000,
+            pool_size: 64,
+        }
+    }
+}
+
+/// What policy says about one plugin.
+#[derive(Debug, Clone)]
+pub struct PluginSpec {
+    /// The plugin's name as policy refers to it.
+    pub name: String,
+    /// The component file.
+    pub component: PathBuf,
+    /// The configuration handed to `init`.
+    pub config: serde_json::Value,
+    /// Granted host interfaces.
+    pub capabilities: Vec<Capability>,
+    /// Isolation mode.
+    pub isolation: Isolation,
+    /// Failure mode.
+    pub failure: FailureMode,
+    /// Limits.
+    pub limits: Limits,
+}
+
+/// Why a plugin could not be loaded or a call failed.
+#[derive(Debug, thiserror::Error)]
+pub enum PluginError {
+    /// The component file could not be read.
+    #[error("plugin {plugin}: cannot read {path}: {source}")]
+    Read {
+        /// Plugin name.
+        plugin: String,
+        /// File.
+        path: String,
+        /// Cause.
+        source: std::io::Error,
+    },
+    /// The component is not a valid `chasqui:plugin` component.
+    #[error("plugin {plugin}: invalid component: {message}")]
+    Invalid {
+        /// Plugin name.
+        plugin: String,
+        /// What is wrong.
+        message: String,
+    },
+    /// The plugin asks for an interface its policy does not grant.
+    #[error("plugin {plugin}: needs capability `{capability}`, which its policy does not grant (granted: {granted})")]
+    CapabilityNotGranted {
+        /// Plugin name.
+        plugin: String,
+        /// The missing capability.
+        capability: String,
+        /// What was granted.
+        granted: String,
+    },
+    /// The configuration breaks the plugin's schema or `init` refused it.
+    #[error("plugin {plugin}: configuration refused: {message}")]
+    Config {
+        /// Plugin name.
+        plugin: String,
+        /// Why.
+        message: String,
+    },
+    /// A call trapped, ran out of time or memory, or broke the contract.
+    #[error("plugin {plugin}: {message}")]
+    Call {
+        /// Plugin name.
+        plugin: String,
+        /// What happened.
+        message: String,
+    },
+    /// The breaker is open: the plugin is not being called.
+    #[error("plugin {plugin}: failing repeatedly; calls suspended for a while")]
+    BreakerOpen {
+        /// Plugin name.
+        plugin: String,
+    },
+}
+
+/// The engine all plugins share, with its epoch ticker.
+pub struct PluginEngine {
+    engine: Engine,
+    cache_dir: PathBuf,
+}
+
+impl PluginEngine {
+    /// Builds the engine (pooling allocator, epoch interruption) and starts
+    /// the epoch ticker; artifacts are cached under `cache_dir`.
+    pub fn new(cache_dir: &Path) -> anyhow::Result<Arc<PluginEngine>> {
+        let mut pool = PoolingAllocationConfig::default();
+        pool.total_component_instances(1_000)
+            .total_core_instances(1_000)
+            .total_memories(1_000)
+            .total_tables(1_000)
+            .max_memory_size(64 << 20);
+        let mut config = Config::new();
+        config
+            .epoch_interruption(true)
+            .allocation_strategy(InstanceAllocationStrategy::Pooling(pool))
+            // 64 MiB reservations keep a thousand slots cheap in address space;
+            // the store limiter enforces each plugin's own, smaller limit.
+            .memory_reservation(64 << 20)
+            .memory_guard_size(64 << 10)
+            .cranelift_opt_level(wasmtime::OptLevel::Speed);
+        let engine = Engine::new(&config)?;
+        let weak = engine.weak();
+        std::thread::Builder::new()
+            .name("chasqui-epoch".into())
+            .spawn(move || {
+                while let Some(engine) = weak.upgrade() {
+                    engine.increment_epoch();
+                    drop(engine);
+                    std::thread::sleep(TICK);
+                }
+            })?;
+        Ok(Arc::new(PluginEngine {
+            engine,
+            cache_dir: cache_dir.to_path_buf(),
+        }))
+    }
+
+    /// Loads a plugin as its spec says: compile (or load the cached
+    /// artifact), check capabilities, validate the configuration, run `init`.
+    pub fn load(self: &Arc<Self>, spec: PluginSpec) -> Result<Arc<LoadedPlugin>, PluginError> {
+        let plugin = spec.name.clone();
+        let bytes = std::fs::read(&spec.component).map_err(|source| PluginError::Read {
+            plugin: plugin.clone(),
+            path: spec.component.display().to_string(),
+            source,
+        })?;
+        self.load_bytes(spec, &bytes)
+    }
+
+    /// Like [`PluginEngine::load`] with the component's bytes in hand.
+    pub fn load_bytes(
+        self: &Arc<Self>,
+        spec: PluginSpec,
+        bytes: &[u8],
+    ) -> Result<Arc<LoadedPlugin>, PluginError> {
+        let plugin = spec.name.clone();
+        let invalid = |message: String| PluginError::Invalid {
+            plugin: plugin.clone(),
+            message,
+        };
+        let (component, _cached) = cache::load(&self.engine, bytes, &self.cache_dir)
+            .map_err(|e| invalid(format!("{e:#}")))?;
+        let granted_list = || {
+            spec.capabilities
+                .iter()
+                .map(|c| c.name())
+                .collect::<Vec<_>>()
+                .join(", ")
+        };
+
+        // Imports: only granted chasqui interfaces, nothing else (no WASI).
+        let mut imported = Vec::new();
+        for (name, _) in component.component_type().imports(&self.engine) {
+            let Some(cap) = Capability::of_import(name) else {
+                return Err(invalid(format!(
+                    "imports `{name}`, which is not a Chasqui host interface"
+                )));
+            };
+            if !spec.capabilities.contains(&cap) {
+                return Err(PluginError::CapabilityNotGranted {
+                    plugin: plugin.clone(),
+                    capability: cap.name().to_string(),
+                    granted: granted_list(),
+                });
+            }
+            imported.push(cap);
+        }
+        let mut linker: Linker<HostState> = Linker::new(&self.engine);
+        host::add_granted(&mut linker, &spec.capabilities)
+            .map_err(|e| invalid(format!("{e:#}")))?;
+        let pre = linker
+            .instantiate_pre(&component)
+            .map_err(|e| invalid(format!("{e:#}")))?;
+        let pre = PluginPre::new(pre).map_err(|e| invalid(format!("{e:#}")))?;
+
+        let shared = Arc::new(PluginShared::new(&spec.name));
+        let loaded = LoadedPlugin {
+            engine: self.clone(),
+            pre,
+            spec,
+            shared,
+            metadata: None,
+            breaker: Breaker::new(1, Duration::ZERO),
+            pool: Mutex::new(Vec::new()),
+        };
+        // One instance to read the metadata and try the configuration.
+        let mut first = loaded
+            .instantiate(None)
+            .map_err(|e| invalid(e.to_string()))?;
+        let metadata = first.metadata().map_err(|e| invalid(e.to_string()))?;
+        let LoadedPlugin {
+            engine,
+            pre,
+            spec,
+            shared,
+            ..
+        } = loaded;
+        if metadata.name != spec.name {
+            return Err(invalid(format!(
+                "declares the name `{}`, but policy loads it as `{}`",
+                metadata.name, spec.name
+            )));
+        }
+        for asked in &metadata.capabilities {
+            match Capability::parse(asked) {
+                Some(cap) if spec.capabilities.contains(&cap) => {}
+                Some(_) | None => {
+                    return Err(PluginError::CapabilityNotGranted {
+                        plugin: spec.name.clone(),
+                        capability: asked.clone(),
+                        granted: spec
+                            .capabilities
+                            .iter()
+                            .map(|c| c.name())
+                            .collect::<Vec<_>>()
+                            .join(", "),
+                    })
+                }
+            }
+        }
+        for cap in &imported {
+            if !metadata.capabilities.iter().any(|c| c == cap.name()) {
+                return Err(invalid(format!(
+                    "imports `{}` without declaring it in its metadata",
+                    cap.name()
+                )));
+            }
+        }
+        check_config(&spec.name, &metadata.config_schema, &spec.config)?;
+        let config_text = spec.config.to_string();
+        first.init(&config_text)?;
+        let breaker = Breaker::new(
+            spec.limits.breaker_threshold,
+            Duration::from_millis(spec.limits.breaker_cool_down_ms),
+        );
+        let loaded = Arc::new(LoadedPlugin {
+            engine,
+            pre,
+            spec,
+            shared,
+            metadata: Some((metadata, config_text)),
+            breaker,
+            pool: Mutex::new(Vec::new()),
+        });
+        if loaded.spec.isolation == Isolation::Pooled {
+            loaded.check_in(first);
+        }
+        Ok(loaded)
+    }
+}
+
+/// Validates a configuration against the plugin's declared schema.
+fn check_config(plugin: &str, schema: &str, config: &serde_json::Value) -> Result<(), PluginError> {
+    let refuse = |message: String| PluginError::Config {
+        plugin: plugin.to_string(),
+        message,
+    };
+    let schema: serde_json::Value = serde_json::from_str(schema)
+        .map_err(|e| refuse(format!("the plugin's config-schema is not JSON: {e}")))?;
+    let validator = jsonschema::validator_for(&schema)
+        .map_err(|e| refuse(format!("the plugin's config-schema is invalid: {e}")))?;
+    let errors: Vec<String> = validator
+        .iter_errors(config)
+        .map(|e| format!("{} (at `{}`)", e, e.instance_path()))
+        .collect();
+    if errors.is_empty() {
+        Ok(())
+    } else {
+        Err(refuse(errors.join("; ")))
+    }
+}
+
+/// A loaded plugin: pre-instantiated, configured, ready to hand out instances.
+pub struct LoadedPlugin {
+    engine: Arc<PluginEngine>,
+    pre: PluginPre<HostState>,
+    spec: PluginSpec,
+    shared: Arc<PluginShared>,
+    /// Metadata and the configuration text, once known.
+    metadata: Option<(PluginMetadata, String)>,
+    breaker: Breaker,
+    pool: Mutex<Vec<PluginInstance>>,
+}
+
+impl std::fmt::Debug for LoadedPlugin {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("LoadedPlugin")
+            .field("name", &self.spec.name)
+            .field("isolation", &self.spec.isolation)
+            .finish()
+    }
+}
+
+impl LoadedPlugin {
+    /// The plugin's name.
+    pub fn name(&self) -> &str {
+        &self.spec.name
+    }
+
+    /// The policy spec it was loaded with.
+    pub fn spec(&self) -> &PluginSpec {
+        &self.spec
+    }
+
+    /// What the plugin declared about itself.
+    pub fn metadata(&self) -> Option<&PluginMetadata> {
+        self.metadata.as_ref().map(|(m, _)| m)
+    }
+
+    /// Shared state (kv namespace, metrics) of the plugin.
+    pub fn shared(&self) -> &Arc<PluginShared> {
+        &self.shared
+    }
+
+    /// Whether the plugin's breaker is open.
+    pub fn breaker_open(&self) -> bool {
+        self.breaker.is_open()
+    }
+
+    fn instantiate(&self, context: Option<RequestContext>) -> Result<PluginInstance, PluginError> {
+        let limits = StoreLimitsBuilder::new()
+            .memory_size(self.spec.limits.memory_bytes)
+            .instances(4)
+            .tables(8)
+            .memories(2)
+            .trap_on_grow_failure(true)
+            .build();
+        let state = HostState::new(self.shared.clone(), limits, context);
+        let mut store = Store::new(&self.engine.engine, state);
+        store.limiter(|s| &mut s.limits);
+        store.epoch_deadline_trap();
+        store.set_epoch_deadline(self.spec.limits.cpu_ms.max(1));
+        let bindings = self
+            .pre
+            .instantiate(&mut store)
+            .map_err(|e| self.call_error(format!("instantiation failed: {e:#}")))?;
+        Ok(PluginInstance {
+            store,
+            bindings,
+            plugin: self.spec.name.clone(),
+            limits: self.spec.limits.clone(),
+            broken: false,
+        })
+    }
+
+    /// An instance for one request: a fresh, configured one in `request`
+    /// mode, a warm one from the pool in `pooled` mode. Refused while the
+    /// breaker is open.
+    pub fn check_out(&self, context: RequestContext) -> Result<Checkout<'_>, PluginError> {
+        let permit = self.breaker.permit();
+        if permit == Permit::Reject {
+            return Err(PluginError::BreakerOpen {
+                plugin: self.spec.name.clone(),
+            });
+        }
+        let reused = if self.spec.isolation == Isolation::Pooled {
+            self.pool.lock().unwrap_or_else(|p| p.into_inner()).pop()
+        } else {
+            None
+        };
+        let instance = match reused {
+            Some(mut instance) => {
+                instance.store.data_mut().set_context(Some(context));
+                Ok(instance)
+            }
+            None => self.instantiate(Some(context)).and_then(|mut instance| {
+                let config = self
+                    .metadata
+                    .as_ref()
+                    .map(|(_, c)| c.as_str())
+                    .unwrap_or("{}");
+                instance.init(config).map(|()| instance)
+            }),
+        };
+        match instance {
+            Ok(instance) => Ok(Checkout {
+                plugin: self,
+                instance: Some(instance),
+                permit,
+                failed: false,
+            }),
+            Err(e) => {
+                self.breaker.failure(permit);
+                Err(e)
+            }
+        }
+    }
+
+    fn check_in(&self, mut instance: PluginInstance) {
+        if instance.broken || self.spec.isolation != Isolation::Pooled {
+            return;
+        }
+        instance.store.data_mut().set_context(None);
+        let mut pool = self.pool.lock().unwrap_or_else(|p| p.into_inner());
+        if pool.len() < self.spec.limits.pool_size {
+            pool.push(instance);
+        }
+    }
+
+    fn call_error(&self, message: String) -> PluginError {
+        PluginError::Call {
+            plugin: self.spec.name.clone(),
+            message,
+        }
+    }
+}
+
+/// An instance checked out for one request; returns to the pool (or is
+/// dropped) when this goes out of scope, and reports to the breaker.
+pub struct Checkout<'a> {
+    plugin: &'a LoadedPlugin,
+    instance: Option<PluginInstance>,
+    permit: Permit,
+    failed: bool,
+}
+
+impl Checkout<'_> {
+    fn call<T>(
+        &mut self,
+        f: impl FnOnce(&mut PluginInstance) -> Result<T, PluginError>,
+    ) -> Result<T, PluginError> {
+        let Some(instance) = self.instance.as_mut() else {
+            return Err(PluginError::Call {
+                plugin: self.plugin.spec.name.clone(),
+                message: "no instance".into(),
+            });
+        };
+        let result = f(instance);
+        if result.is_err() {
+            self.failed = true;
+        }
+        result
+    }
+
+    /// Runs `on-request-headers`.
+    pub fn on_request_headers(&mut self, head: &RequestHead) -> Result<HeadersAction, PluginError> {
+        self.call(|i| i.on_request_headers(head))
+    }
+
+    /// Runs `on-request-body`.
+    pub fn on_request_body(&mut self, chunk: &BodyChunk) -> Result<BodyAction, PluginError> {
+        self.call(|i| i.on_request_body(chunk))
+    }
+
+    /// Runs `on-response-headers`.
+    pub fn on_response_headers(
+        &mut self,
+        head: &ResponseHead,
+    ) -> Result<HeadersAction, PluginError> {
+        self.call(|i| i.on_response_headers(head))
+    }
+
+    /// Runs `on-response-body`.
+    pub fn on_response_body(&mut self, chunk: &BodyChunk) -> Result<BodyAction, PluginError> {
+        self.call(|i| i.on_response_body(chunk))
+    }
+}
+
+impl Drop for Checkout<'_> {
+    fn drop(&mut self) {
+        if let Some(mut instance) = self.instance.take() {
+            if !self.failed && !instance.broken && self.plugin.spec.isolation == Isolation::Pooled {
+                // The plugin must forget the request; if that fails, drop it.
+                if instance.on_request_end().is_err() {
+                    self.failed = true;
+                }
+            }
+            if self.failed || instance.broken {
+                self.plugin.breaker.failure(self.permit);
+            } else {
+                self.plugin.breaker.success(self.permit);
+                self.plugin.check_in(instance);
+            }
+        }
+    }
+}
+
+/// One instance of a plugin with its store.
+pub struct PluginInstance {
+    store: Store<HostState>,
+    bindings: Plugin,
+    plugin: String,
+    limits: Limits,
+    /// Set after a trap or contract breach: the instance is never reused.
+    broken: bool,
+}
+
+impl PluginInstance {
+    fn guard<T>(&mut self, what: &str, result: wasmtime::Result<T>) -> Result<T, PluginError> {
+        // Each call gets the full CPU budget again.
+        self.store.set_epoch_deadline(self.limits.cpu_ms.max(1));
+        result.map_err(|e| {
+            self.broken = true;
+            let message = match e.downcast_ref::<wasmtime::Trap>() {
+                Some(wasmtime::Trap::Interrupt) => {
+                    format!("{what} exceeded its CPU limit of {} ms", self.limits.cpu_ms)
+                }
+                Some(trap) => format!("{what} trapped: {trap}"),
+                None => format!("{what} failed: {e:#}"),
+            };
+            PluginError::Call {
+                plugin: self.plugin.clone(),
+                message,
+            }
+        })
+    }
+
+    fn breach(&mut self, message: String) -> PluginError {
+        self.broken = true;
+        PluginError::Call {
+            plugin: self.plugin.clone(),
+            message: format!("broke the contract: {message}"),
+        }
+    }
+
+    /// Calls `metadata`.
+    pub fn metadata(&mut self) -> Result<PluginMetadata, PluginError> {
+        self.store.set_epoch_deadline(self.limits.cpu_ms.max(1));
+        let r = self
+            .bindings
+            .chasqui_plugin_handler()
+            .call_metadata(&mut self.store);
+        self.guard("metadata", r)
+    }
+
+    /// Calls `init` with the configuration text.
+    pub fn init(&mut self, config: &str) -> Result<(), PluginError> {
+        self.store.set_epoch_deadline(self.limits.cpu_ms.max(1));
+        let r = self
+            .bindings
+            .chasqui_plugin_handler()
+            .call_init(&mut self.store, config);
+        match self.guard("init", r)? {
+            Ok(()) => Ok(()),
+            Err(message) => {
+                self.broken = true;
+                Err(PluginError::Config {
+                    plugin: self.plugin.clone(),
+                    message,
+                })
+            }
+        }
+    }
+
+    /// Calls `on-request-headers`.
+    pub fn on_request_headers(&mut self, head: &RequestHead) -> Result<HeadersAction, PluginError> {
+        self.store.set_epoch_deadline(self.limits.cpu_ms.max(1));
+        let r = self
+            .bindings
+            .chasqui_plugin_handler()
+            .call_on_request_headers(&mut self.store, head);
+        let action = self.guard("on-request-headers", r)?;
+        self.check_headers_action(action)
+    }
+
+    /// Calls `on-request-body`.
+    pub fn on_request_body(&mut self, chunk: &BodyChunk) -> Result<BodyAction, PluginError> {
+        self.store.set_epoch_deadline(self.limits.cpu_ms.max(1));
+        let r = self
+            .bindings
+            .chasqui_plugin_handler()
+            .call_on_request_body(&mut self.store, chunk);
+        let action = self.guard("on-request-body", r)?;
+        self.check_body_action(action)
+    }
+
+    /// Calls `on-response-headers`.
+    pub fn on_response_headers(
+        &mut self,
+        head: &ResponseHead,
+    ) -> Result<HeadersAction, PluginError> {
+        self.store.set_epoch_deadline(self.limits.cpu_ms.max(1));
+        let r = self
+            .bindings
+            .chasqui_plugin_handler()
+            .call_on_response_headers(&mut self.store, head);
+        let action = self.guard("on-response-headers", r)?;
+        self.check_headers_action(action)
+    }
+
+    /// Calls `on-response-body`.
+    pub fn on_response_body(&mut self, chunk: &BodyChunk) -> Result<BodyAction, PluginError> {
+        self.store.set_epoch_deadline(self.limits.cpu_ms.max(1));
+        let r = self
+            .bindings
+            .chasqui_plugin_handler()
+            .call_on_response_body(&mut self.store, chunk);
+        let action = self.guard("on-response-body", r)?;
+        self.check_body_action(action)
+    }
+
+    /// Calls `on-request-end`.
+    pub fn on_request_end(&mut self) -> Result<(), PluginError> {
+        self.store.set_epoch_deadline(self.limits.cpu_ms.max(1));
+        let r = self
+            .bindings
+            .chasqui_plugin_handler()
+            .call_on_request_end(&mut self.store);
+        self.guard("on-request-end", r)
+    }
+
+    fn check_response(&mut self, response: &Response) -> Result<(), PluginError> {
+        if !(200..=599).contains(&response.status) {
+            return Err(self.breach(format!("answered with status {}", response.status)));
+        }
+        if response.body.len() > self.limits.max_output_bytes {
+            return Err(self.breach(format!(
+                "answered with {} bytes (limit {})",
+                response.body.len(),
+                self.limits.max_output_bytes
+            )));
+        }
+        self.check_headers(&response.headers)
+    }
+
+    fn check_headers(&mut self, headers: &[Header]) -> Result<(), PluginError> {
+        if headers.len() > self.limits.max_headers {
+            return Err(self.breach(format!(
+                "set {} header fields (limit {})",
+                headers.len(),
+                self.limits.max_headers
+            )));
+        }
+        for h in headers {
+            if http::HeaderName::from_bytes(h.name.as_bytes()).is_err()
+                || http::HeaderValue::from_str(&h.value).is_err()
+            {
+                return Err(self.breach(format!(
+                    "set an invalid header field `{}`",
+                    h.name.escape_debug()
+                )));
+            }
+        }
+        Ok(())
+    }
+
+    fn check_headers_action(
+        &mut self,
+        action: HeadersAction,
+    ) -> Result<HeadersAction, PluginError> {
+        match &action {
+            HeadersAction::Continue => {}
+            HeadersAction::Modify(changes) => {
+                let set = changes.set.clone();
+                self.check_headers(&set)?;
+                if changes.remove.len() > self.limits.max_headers {
+                    return Err(self.breach(format!(
+                        "removed {} header fields (limit {})",
+                        changes.remove.len(),
+                        self.limits.max_headers
+                    )));
+                }
+            }
+            HeadersAction::Respond(response) => {
+                let response = response.clone();
+                self.check_response(&response)?;
+            }
+        }
+        Ok(action)
+    }
+
+    fn check_body_action(&mut self, action: BodyAction) -> Result<BodyAction, PluginError> {
+        match &action {
+            BodyAction::Continue => {}
+            BodyAction::Replace(bytes) => {
+                if bytes.len() > self.limits.max_output_bytes {
+                    let n = bytes.len();
+                    return Err(self.breach(format!(
+                        "replaced a chunk with {n} bytes (limit {})",
+                        self.limits.max_output_bytes
+                    )));
+                }
+            }
+            BodyAction::Respond(response) => {
+                let response = response.clone();
+                self.check_response(&response)?;
+            }
+        }
+        Ok(action)
+    }
+}
+
+/// Convenience for callers that only need a component compiled.
+pub fn compile(engine: &PluginEngine, bytes: &[u8]) -> anyhow::Result<Component> {
+    Ok(cache::load(&engine.engine, bytes, &engine.cache_dir)?.0)
+}
