@@ -6,8 +6,9 @@
 #   ./dev.sh chasqui ARGS...     run the built binary (e.g. `token issue ...`)
 #
 # It installs what a fresh Debian machine with rustup lacks (a C toolchain and
-# cmake, which pingora's compression and ring need) when it runs as root, and
-# otherwise says in one line what to install. Builds go to a target directory
+# cmake, which pingora's compression and ring need; the wasm toolchain of
+# TOOLCHAIN.md for plugins) when it runs as root, and otherwise says in one
+# line what to install. Builds go to a target directory
 # outside the clone so that repeated runs and CI build incrementally.
 set -euo pipefail
 
@@ -51,6 +52,12 @@ case "$cmd" in
     ensure_build_tools
     cargo fmt --all -- --check
     cargo clippy --workspace --all-targets --locked -- -D warnings
+    # The plugin tests load real components: build them once here (this also
+    # installs the wasm toolchain of TOOLCHAIN.md when it is missing).
+    cargo build -p chasqui --locked
+    for plugin in plugins/allowlist tests/fixtures/misbehave; do
+      "$CARGO_TARGET_DIR/debug/chasqui" plugin build "$plugin" >/dev/null
+    done
     if cargo nextest --version >/dev/null 2>&1; then
       cargo nextest run --workspace --locked --no-fail-fast
     else

@@ -44,6 +44,36 @@ enum Command {
     /// Work with policy files.
     #[command(subcommand)]
     Policy(PolicyCommand),
+    /// Build and start WebAssembly plugins.
+    #[command(subcommand)]
+    Plugin(PluginCommand),
+}
+
+#[derive(Subcommand)]
+enum PluginCommand {
+    /// Compile a plugin crate to a WebAssembly component, choosing the wasm
+    /// toolchain by itself; prints the component's path.
+    Build {
+        /// The plugin crate's directory.
+        crate_dir: PathBuf,
+        /// Where to write the component (default: `<target>/components/<package>.wasm`).
+        #[arg(long)]
+        out: Option<PathBuf>,
+        /// Cargo target directory for the wasm build (default: `~/.cache/chasqui-wasm-target`).
+        #[arg(long, env = "CHASQUI_WASM_TARGET_DIR")]
+        target_dir: Option<PathBuf>,
+    },
+    /// Start a new plugin crate from the SDK's template.
+    New {
+        /// The plugin's name: `[a-z][a-z0-9-]*`.
+        name: String,
+        /// Directory to create (default: `plugins/<name>`).
+        #[arg(long)]
+        dir: Option<PathBuf>,
+        /// Path to the SDK as written in the new Cargo.toml (default: `../../sdk-plugin`).
+        #[arg(long, default_value = "../../sdk-plugin")]
+        sdk: String,
+    },
 }
 
 #[derive(Subcommand)]
@@ -152,6 +182,26 @@ fn run(command: Command) -> anyhow::Result<ExitCode> {
                 Ok(ExitCode::FAILURE)
             }
         },
+        Command::Plugin(PluginCommand::Build {
+            crate_dir,
+            out,
+            target_dir,
+        }) => {
+            let path =
+                chasqui::plugin::build::build(&crate_dir, out.as_deref(), target_dir.as_deref())?;
+            println!("{}", path.display());
+            Ok(ExitCode::SUCCESS)
+        }
+        Command::Plugin(PluginCommand::New { name, dir, sdk }) => {
+            let dir = dir.unwrap_or_else(|| PathBuf::from("plugins").join(&name));
+            chasqui::plugin::build::new_plugin(&dir, &name, &sdk)?;
+            println!(
+                "created {} (test it with `cargo test --manifest-path {}/Cargo.toml`)",
+                dir.display(),
+                dir.display()
+            );
+            Ok(ExitCode::SUCCESS)
+        }
         Command::Catalog(CatalogCommand::Import { file, store }) => block_on(async move {
             let store = open(&store).await?;
             let report = store.import_file(&file).await?;

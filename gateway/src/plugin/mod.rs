@@ -17,6 +17,7 @@
 //!   repeated failures open the plugin's [`breaker`].
 
 pub mod breaker;
+pub mod build;
 pub mod cache;
 mod host;
 

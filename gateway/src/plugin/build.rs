@@ -1,0 +1,251 @@
+//! `chasqui plugin build`: compiles a plugin crate to a WebAssembly
+//! component, choosing the toolchain by itself (see `TOOLCHAIN.md`).
+//!
+//! 1. If rustup has the `wasm32-unknown-unknown` target installed, the
+//!    ordinary `cargo build --target wasm32-unknown-unknown` is used.
+//! 2. Otherwise Debian's `rustc-web` toolchain builds `std` for the target
+//!    itself (`-Zbuild-std`), linking with `wasm-ld-16`; its packages are
+//!    installed when missing and the user is root.
+//!
+//! The core module is then wrapped into a component with `wit-component`
+//! (the WIT world is embedded in the module by `wit-bindgen`).
+
+use anyhow::{bail, Context};
+use std::path::{Path, PathBuf};
+use std::process::Command;
+
+/// The Debian packages of the fallback toolchain.
+const DEBIAN_PACKAGES: &[&str] = &["rustc-web", "cargo-web", "rust-web-src", "lld-16"];
+
+/// Release settings for plugins: small and without unwinding.
+const PROFILE: &[(&str, &str)] = &[
+    ("CARGO_PROFILE_RELEASE_OPT_LEVEL", "s"),
+    ("CARGO_PROFILE_RELEASE_LTO", "true"),
+    ("CARGO_PROFILE_RELEASE_PANIC", "abort"),
+    ("CARGO_PROFILE_RELEASE_CODEGEN_UNITS", "1"),
+    ("CARGO_PROFILE_RELEASE_DEBUG", "false"),
+    ("CARGO_PROFILE_RELEASE_STRIP", "true"),
+];
+
+/// Which toolchain builds the core module.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Toolchain {
+    /// rustup with the wasm32 target installed.
+    Rustup,
+    /// Debian's rustc-web with `-Zbuild-std`.
+    Debian,
+}
+
+/// Picks the toolchain, installing Debian's when needed and allowed.
+pub fn toolchain() -> anyhow::Result<Toolchain> {
+    let installed = Command::new("rustup")
+        .args(["target", "list", "--installed"])
+        .output()
+        .ok()
+        .filter(|o| o.status.success())
+        .map(|o| {
+            String::from_utf8_lossy(&o.stdout)
+                .lines()
+                .any(|l| l.trim() == "wasm32-unknown-unknown")
+        })
+        .unwrap_or(false);
+    if installed {
+        return Ok(Toolchain::Rustup);
+    }
+    if debian_ready() {
+        return Ok(Toolchain::Debian);
+    }
+    let is_root = Command::new("id")
+        .arg("-u")
+        .output()
+        .map(|o| o.stdout.starts_with(b"0"))
+        .unwrap_or(false);
+    if !is_root {
+        bail!(
+            "no wasm toolchain: run `rustup target add wasm32-unknown-unknown`, or `sudo apt-get install -y {}`",
+            DEBIAN_PACKAGES.join(" ")
+        );
+    }
+    tracing::info!(packages = %DEBIAN_PACKAGES.join(" "), "installing the wasm toolchain from Debian");
+    let update = Command::new("apt-get")
+        .args(["update", "-qq"])
+        .status()
+        .context("running apt-get update")?;
+    if !update.success() {
+        bail!("apt-get update failed");
+    }
+    let install = Command::new("apt-get")
+        .args(["install", "-y", "-qq"])
+        .args(DEBIAN_PACKAGES)
+        .env("DEBIAN_FRONTEND", "noninteractive")
+        .status()
+        .context("running apt-get install")?;
+    if !install.success() || !debian_ready() {
+        bail!("could not install {}", DEBIAN_PACKAGES.join(" "));
+    }
+    Ok(Toolchain::Debian)
+}
+
+fn debian_ready() -> bool {
+    Path::new("/usr/bin/rustc").exists()
+        && Path::new("/usr/bin/cargo").exists()
+        && Path::new("/usr/lib/rustlib/src/rust/library").exists()
+        && Command::new("wasm-ld-16")
+            .arg("--version")
+            .output()
+            .is_ok_and(|o| o.status.success())
+}
+
+/// The package name in a crate's `Cargo.toml`.
+fn package_name(crate_dir: &Path) -> anyhow::Result<String> {
+    let manifest = crate_dir.join("Cargo.toml");
+    let text = std::fs::read_to_string(&manifest)
+        .with_context(|| format!("reading {}", manifest.display()))?;
+    let value: toml::Value =
+        toml::from_str(&text).with_context(|| format!("parsing {}", manifest.display()))?;
+    value
+        .get("package")
+        .and_then(|p| p.get("name"))
+        .and_then(|n| n.as_str())
+        .map(str::to_owned)
+        .with_context(|| format!("{} has no [package] name", manifest.display()))
+}
+
+/// Default directory for plugin builds, apart from the host's target.
+pub fn default_target_dir() -> PathBuf {
+    std::env::var_os("CHASQUI_WASM_TARGET_DIR")
+        .map(PathBuf::from)
+        .or_else(|| {
+            std::env::var_os("HOME").map(|h| PathBuf::from(h).join(".cache/chasqui-wasm-target"))
+        })
+        .unwrap_or_else(|| PathBuf::from("target-wasm"))
+}
+
+/// Builds the plugin crate in `crate_dir` and writes its component to `out`
+/// (default: `<target>/components/<package>.wasm`). Returns the path.
+pub fn build(
+    crate_dir: &Path,
+    out: Option<&Path>,
+    target_dir: Option<&Path>,
+) -> anyhow::Result<PathBuf> {
+    let name = package_name(crate_dir)?;
+    let target_dir = target_dir
+        .map(Path::to_path_buf)
+        .unwrap_or_else(default_target_dir);
+    let toolchain = toolchain()?;
+    let mut cmd = match toolchain {
+        Toolchain::Rustup => Command::new("cargo"),
+        Toolchain::Debian => Command::new("/usr/bin/cargo"),
+    };
+    // Start from a clean slate: a build started from inside another cargo
+    // (tests, scripts) must not inherit its settings.
+    for (key, _) in std::env::vars_os() {
+        let key = key.to_string_lossy();
+        if key.starts_with("CARGO_")
+            || key.starts_with("RUSTC")
+            || key == "RUSTFLAGS"
+            || key == "RUSTDOCFLAGS"
+        {
+            cmd.env_remove(key.as_ref());
+        }
+    }
+    cmd.arg("build")
+        .args([
+            "--release",
+            "--target",
+            "wasm32-unknown-unknown",
+            "--package",
+            &name,
+            "--manifest-path",
+        ])
+        .arg(crate_dir.join("Cargo.toml"))
+        .env("CARGO_TARGET_DIR", &target_dir)
+        .envs(PROFILE.iter().copied());
+    if toolchain == Toolchain::Debian {
+        cmd.env_remove("RUSTUP_TOOLCHAIN")
+            .arg("-Zbuild-std=std,panic_abort")
+            .env("RUSTC_BOOTSTRAP", "1")
+            .env("RUSTC", "/usr/bin/rustc")
+            .env("CARGO_TARGET_WASM32_UNKNOWN_UNKNOWN_LINKER", "wasm-ld-16");
+    }
+    let status = cmd
+        .status()
+        .with_context(|| format!("running cargo for {name}"))?;
+    if !status.success() {
+        bail!("building {name} for wasm32 failed ({status})");
+    }
+    let module_path = target_dir
+        .join("wasm32-unknown-unknown/release")
+        .join(format!("{}.wasm", name.replace('-', "_")));
+    let module = std::fs::read(&module_path)
+        .with_context(|| format!("reading {}", module_path.display()))?;
+    let component = componentize(&module)
+        .with_context(|| format!("making a component of {}", module_path.display()))?;
+    let out = out
+        .map(Path::to_path_buf)
+        .unwrap_or_else(|| target_dir.join("components").join(format!("{name}.wasm")));
+    if let Some(dir) = out.parent() {
+        std::fs::create_dir_all(dir)?;
+    }
+    // Write under a temporary name, then rename: concurrent builds and
+    // readers never see half a file.
+    let tmp = out.with_extension(format!("wasm.tmp{}", std::process::id()));
+    std::fs::write(&tmp, &component)?;
+    std::fs::rename(&tmp, &out)?;
+    Ok(out)
+}
+
+/// Wraps a core module (with its embedded WIT world) into a component.
+pub fn componentize(module: &[u8]) -> anyhow::Result<Vec<u8>> {
+    let mut encoder = wit_component::ComponentEncoder::default();
+    encoder.module(module)?.validate(true);
+    encoder.encode()
+}
+
+/// The SDK's template, compiled in so that `plugin new` works anywhere.
+const TEMPLATE: &[(&str, &str)] = &[
+    (
+        "Cargo.toml",
+        include_str!("../../../sdk-plugin/template/Cargo.toml"),
+    ),
+    (
+        "config.schema.json",
+        include_str!("../../../sdk-plugin/template/config.schema.json"),
+    ),
+    (
+        "src/lib.rs",
+        include_str!("../../../sdk-plugin/template/src/lib.rs"),
+    ),
+];
+
+/// `chasqui plugin new`: writes the SDK's template into `dir` as plugin
+/// `name`, depending on the SDK at `sdk` (a path as written in Cargo.toml).
+pub fn new_plugin(dir: &Path, name: &str, sdk: &str) -> anyhow::Result<()> {
+    let valid = !name.is_empty()
+        && name.len() <= 64
+        && name.starts_with(|c: char| c.is_ascii_lowercase())
+        && name
+            .chars()
+            .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '-');
+    if !valid {
+        bail!("a plugin name is [a-z][a-z0-9-]*, at most 64 characters");
+    }
+    if dir.exists() {
+        bail!("{} already exists", dir.display());
+    }
+    for (file, text) in TEMPLATE {
+        let text = text
+            .replace("chasqui-plugin-template", &format!("chasqui-plugin-{name}"))
+            .replace("name: \"template\"", &format!("name: \"{name}\""))
+            .replace(
+                "chasqui-plugin-sdk = { path = \"..\" }",
+                &format!("chasqui-plugin-sdk = {{ path = \"{sdk}\" }}"),
+            );
+        let path = dir.join(file);
+        if let Some(parent) = path.parent() {
+            std::fs::create_dir_all(parent)?;
+        }
+        std::fs::write(&path, text).with_context(|| format!("writing {}", path.display()))?;
+    }
+    Ok(())
+}

@@ -1,0 +1,415 @@
+//! Tests of the plugin host with real components built from source by
+//! `chasqui plugin build`: phases and actions, capability and configuration
+//! refusal at load, CPU and memory limits, traps, the breaker, isolation
+//! modes and the artifact cache.
+
+use chasqui::plugin::{
+    BodyAction, BodyChunk, Capability, FailureMode, Header, HeadersAction, Isolation, Limits,
+    PluginEngine, PluginError, PluginSpec, RequestContext, RequestHead, ResponseHead,
+};
+use std::path::PathBuf;
+use std::sync::{Arc, OnceLock};
+use std::time::{Duration, Instant};
+
+const CHASQUI: &str = env!("CARGO_BIN_EXE_chasqui");
+
+/// Builds a plugin crate of this repository once per test process.
+fn component(crate_dir: &str) -> PathBuf {
+    static BUILT: OnceLock<std::sync::Mutex<std::collections::HashMap<String, PathBuf>>> =
+        OnceLock::new();
+    let built = BUILT.get_or_init(Default::default);
+    let mut built = built.lock().unwrap();
+    if let Some(p) = built.get(crate_dir) {
+        return p.clone();
+    }
+    let root = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("..");
+    let out = std::process::Command::new(CHASQUI)
+        .args(["plugin", "build"])
+        .arg(root.join(crate_dir))
+        .output()
+        .expect("run chasqui plugin build");
+    assert!(
+        out.status.success(),
+        "plugin build failed:\n{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let path = PathBuf::from(String::from_utf8_lossy(&out.stdout).trim());
+    built.insert(crate_dir.to_string(), path.clone());
+    path
+}
+
+fn engine() -> (Arc<PluginEngine>, tempfile::TempDir) {
+    let dir = tempfile::tempdir().unwrap();
+    (PluginEngine::new(&dir.path().join("cache")).unwrap(), dir)
+}
+
+fn misbehave(mode: &str, isolation: Isolation, limits: Limits) -> PluginSpec {
+    PluginSpec {
+        name: "misbehave".into(),
+        component: component("tests/fixtures/misbehave"),
+        config: serde_json::json!({ "mode": mode }),
+        capabilities: vec![Capability::Log],
+        isolation,
+        failure: FailureMode::FailClosed,
+        limits,
+    }
+}
+
+fn context() -> RequestContext {
+    RequestContext {
+        consumer_entity: Some("sin".into()),
+        consumer_system: Some("portal".into()),
+        service: "segip/v2".into(),
+        environment: "pruebas".into(),
+        request_id: "0123456789abcdef0123456789abcdef".into(),
+        trace_id: None,
+    }
+}
+
+fn get(path: &str) -> RequestHead {
+    RequestHead {
+        method: "GET".into(),
+        path: path.into(),
+        headers: vec![Header {
+            name: "x-drop".into(),
+            value: "1".into(),
+        }],
+    }
+}
+
+fn header<'a>(set: &'a [Header], name: &str) -> Option<&'a str> {
+    set.iter()
+        .find(|h| h.name == name)
+        .map(|h| h.value.as_str())
+}
+
+#[test]
+fn every_phase_and_action() {
+    let (engine, _dir) = engine();
+    let plugin = engine
+        .load(misbehave("normal", Isolation::Request, Limits::default()))
+        .unwrap();
+    let meta = plugin.metadata().unwrap();
+    assert_eq!(meta.name, "misbehave");
+    assert_eq!(meta.phases.len(), 4);
+
+    let mut call = plugin.check_out(context()).unwrap();
+    match call.on_request_headers(&get("/x/modify")).unwrap() {
+        HeadersAction::Modify(changes) => {
+            assert_eq!(header(&changes.set, "x-plugin"), Some("modified"));
+            assert_eq!(changes.remove, vec!["x-drop".to_string()]);
+        }
+        other => panic!("{other:?}"),
+    }
+    match call
+        .on_request_body(&BodyChunk {
+            data: b"hola".to_vec(),
+            end_of_stream: true,
+        })
+        .unwrap()
+    {
+        BodyAction::Replace(data) => assert_eq!(data, b"HOLA"),
+        other => panic!("{other:?}"),
+    }
+    match call
+        .on_response_headers(&ResponseHead {
+            status: 201,
+            headers: vec![],
+        })
+        .unwrap()
+    {
+        HeadersAction::Modify(changes) => {
+            assert_eq!(header(&changes.set, "x-plugin-response"), Some("201"))
+        }
+        other => panic!("{other:?}"),
+    }
+    match call
+        .on_response_body(&BodyChunk {
+            data: b"{}".to_vec(),
+            end_of_stream: true,
+        })
+        .unwrap()
+    {
+        BodyAction::Replace(data) => assert_eq!(data, b"{} [seen by misbehave]"),
+        other => panic!("{other:?}"),
+    }
+    drop(call);
+
+    let mut call = plugin.check_out(context()).unwrap();
+    match call.on_request_headers(&get("/x/respond")).unwrap() {
+        HeadersAction::Respond(r) => {
+            assert_eq!(r.status, 200);
+            assert_eq!(r.body, b"answered by plugin");
+        }
+        other => panic!("{other:?}"),
+    }
+    drop(call);
+    let mut call = plugin.check_out(context()).unwrap();
+    call.on_request_headers(&get("/x/teapot")).unwrap();
+    match call
+        .on_response_headers(&ResponseHead {
+            status: 200,
+            headers: vec![],
+        })
+        .unwrap()
+    {
+        HeadersAction::Respond(r) => assert_eq!(r.status, 418),
+        other => panic!("{other:?}"),
+    }
+}
+
+#[test]
+fn capabilities_beyond_the_grant_are_refused_at_load() {
+    let (engine, _dir) = engine();
+    let spec = PluginSpec {
+        name: "allowlist".into(),
+        component: component("plugins/allowlist"),
+        config: serde_json::json!({ "header": "x-api-client", "allow": ["a"] }),
+        capabilities: vec![Capability::Log],
+        isolation: Isolation::Pooled,
+        failure: FailureMode::FailClosed,
+        limits: Limits::default(),
+    };
+    let err = engine.load(spec.clone()).unwrap_err();
+    assert!(
+        matches!(&err, PluginError::CapabilityNotGranted { capability, .. } if capability == "metrics"),
+        "{err}"
+    );
+    let message = err.to_string();
+    assert!(
+        message.contains("allowlist") && message.contains("metrics") && message.contains("log"),
+        "{message}"
+    );
+
+    let mut none = misbehave("normal", Isolation::Request, Limits::default());
+    none.capabilities.clear();
+    let err = engine.load(none).unwrap_err();
+    assert!(
+        matches!(err, PluginError::CapabilityNotGranted { ref capability, .. } if capability == "log"),
+        "{err}"
+    );
+
+    let granted = PluginSpec {
+        capabilities: vec![Capability::Log, Capability::Metrics],
+        ..spec
+    };
+    let plugin = engine.load(granted).unwrap();
+    let mut call = plugin.check_out(context()).unwrap();
+    let mut req = get("/x");
+    req.headers.push(Header {
+        name: "x-api-client".into(),
+        value: "b".into(),
+    });
+    match call.on_request_headers(&req).unwrap() {
+        HeadersAction::Respond(r) => {
+            assert_eq!(r.status, 403);
+            let body: serde_json::Value = serde_json::from_slice(&r.body).unwrap();
+            assert_eq!(
+                body["type"],
+                "https://chasqui.agetic.gob.bo/problems/plugin-denied"
+            );
+        }
+        other => panic!("{other:?}"),
+    }
+    drop(call);
+    assert!(plugin
+        .shared()
+        .metric("denied_total{reason=\"not_allowed\"}")
+        .is_some_and(|v| v >= 1.0));
+}
+
+#[test]
+fn bad_configurations_are_refused_at_load() {
+    let (engine, _dir) = engine();
+    let err = engine
+        .load(misbehave("other", Isolation::Request, Limits::default()))
+        .unwrap_err();
+    assert!(matches!(err, PluginError::Config { .. }), "{err}");
+    assert!(err.to_string().contains("mode"), "{err}");
+    let err = engine
+        .load(misbehave(
+            "refuse-init",
+            Isolation::Request,
+            Limits::default(),
+        ))
+        .unwrap_err();
+    assert!(err.to_string().contains("refused by init"), "{err}");
+    let spec = PluginSpec {
+        name: "allowlist".into(),
+        component: component("plugins/allowlist"),
+        config: serde_json::json!({ "header": "x-api-client" }),
+        capabilities: vec![Capability::Log, Capability::Metrics],
+        isolation: Isolation::Request,
+        failure: FailureMode::FailClosed,
+        limits: Limits::default(),
+    };
+    let err = engine.load(spec).unwrap_err();
+    assert!(err.to_string().contains("allow"), "{err}");
+    let mut wrong_name = misbehave("normal", Isolation::Request, Limits::default());
+    wrong_name.name = "other".into();
+    assert!(engine
+        .load(wrong_name)
+        .unwrap_err()
+        .to_string()
+        .contains("declares the name"));
+}
+
+#[test]
+fn an_infinite_loop_is_stopped_at_its_deadline_while_others_are_served() {
+    let (engine, _dir) = engine();
+    let limits = Limits {
+        cpu_ms: 20,
+        ..Limits::default()
+    };
+    let plugin = engine
+        .load(misbehave("normal", Isolation::Pooled, limits))
+        .unwrap();
+    let busy = {
+        let plugin = plugin.clone();
+        std::thread::spawn(move || {
+            let mut served = 0;
+            for _ in 0..200 {
+                let mut call = plugin.check_out(context()).unwrap();
+                if call.on_request_headers(&get("/x/fine")).is_ok() {
+                    served += 1;
+                }
+            }
+            served
+        })
+    };
+    let started = Instant::now();
+    let mut call = plugin.check_out(context()).unwrap();
+    let err = call.on_request_headers(&get("/x/loop")).unwrap_err();
+    let took = started.elapsed();
+    drop(call);
+    assert!(err.to_string().contains("CPU limit"), "{err}");
+    assert!(took < Duration::from_millis(500), "stopped after {took:?}");
+    assert_eq!(
+        busy.join().unwrap(),
+        200,
+        "other requests kept being served"
+    );
+    println!("infinite loop stopped after {took:?} (limit 20 ms)");
+}
+
+#[test]
+fn a_memory_bomb_is_stopped_at_its_limit() {
+    let (engine, _dir) = engine();
+    let limits = Limits {
+        memory_bytes: 8 << 20,
+        ..Limits::default()
+    };
+    let plugin = engine
+        .load(misbehave("normal", Isolation::Pooled, limits))
+        .unwrap();
+    let mut call = plugin.check_out(context()).unwrap();
+    let err = call.on_request_headers(&get("/x/bomb")).unwrap_err();
+    drop(call);
+    assert!(matches!(err, PluginError::Call { .. }), "{err}");
+    let mut call = plugin.check_out(context()).unwrap();
+    assert!(
+        call.on_request_headers(&get("/x/after")).is_ok(),
+        "a fresh instance replaces the failed one"
+    );
+}
+
+#[test]
+fn a_trap_or_a_broken_contract_fails_only_that_call() {
+    let (engine, _dir) = engine();
+    let plugin = engine
+        .load(misbehave("normal", Isolation::Pooled, Limits::default()))
+        .unwrap();
+    let mut call = plugin.check_out(context()).unwrap();
+    let err = call.on_request_headers(&get("/x/trap")).unwrap_err();
+    assert!(err.to_string().contains("trapped"), "{err}");
+    drop(call);
+    let mut call = plugin.check_out(context()).unwrap();
+    let err = call.on_request_headers(&get("/x/bad-status")).unwrap_err();
+    assert!(err.to_string().contains("broke the contract"), "{err}");
+    drop(call);
+    let mut call = plugin.check_out(context()).unwrap();
+    assert!(call.on_request_headers(&get("/x/fine")).is_ok());
+}
+
+#[test]
+fn the_breaker_opens_after_repeated_failures_and_closes_on_its_own() {
+    let (engine, _dir) = engine();
+    let limits = Limits {
+        breaker_threshold: 3,
+        breaker_cool_down_ms: 200,
+        ..Limits::default()
+    };
+    let plugin = engine
+        .load(misbehave("normal", Isolation::Request, limits))
+        .unwrap();
+    for _ in 0..3 {
+        let mut call = plugin.check_out(context()).unwrap();
+        assert!(call.on_request_headers(&get("/x/trap")).is_err());
+    }
+    assert!(plugin.breaker_open());
+    assert!(matches!(
+        plugin.check_out(context()),
+        Err(PluginError::BreakerOpen { .. })
+    ));
+    std::thread::sleep(Duration::from_millis(250));
+    let mut probe = plugin.check_out(context()).expect("half-open: one probe");
+    assert!(
+        matches!(
+            plugin.check_out(context()),
+            Err(PluginError::BreakerOpen { .. })
+        ),
+        "one probe at a time"
+    );
+    assert!(probe.on_request_headers(&get("/x/fine")).is_ok());
+    drop(probe);
+    assert!(!plugin.breaker_open());
+    assert!(plugin.check_out(context()).is_ok());
+}
+
+fn seen_values(isolation: Isolation) -> Vec<String> {
+    let (engine, _dir) = engine();
+    let plugin = engine
+        .load(misbehave("remember", isolation, Limits::default()))
+        .unwrap();
+    (0..4)
+        .map(|_| {
+            let mut call = plugin.check_out(context()).unwrap();
+            match call.on_request_headers(&get("/x/r")).unwrap() {
+                HeadersAction::Modify(c) => header(&c.set, "x-seen").unwrap().to_string(),
+                other => panic!("{other:?}"),
+            }
+        })
+        .collect()
+}
+
+#[test]
+fn request_mode_never_carries_data_between_requests() {
+    assert_eq!(seen_values(Isolation::Request), vec!["0", "0", "0", "0"]);
+    // In pooled mode the same warm instance (and its globals) serves again.
+    assert_eq!(seen_values(Isolation::Pooled), vec!["0", "1", "2", "3"]);
+}
+
+#[test]
+fn compiled_artifacts_are_cached_on_disk() {
+    let dir = tempfile::tempdir().unwrap();
+    let cache = dir.path().join("cache");
+    let engine = PluginEngine::new(&cache).unwrap();
+    let started = Instant::now();
+    engine
+        .load(misbehave("normal", Isolation::Request, Limits::default()))
+        .unwrap();
+    let cold = started.elapsed();
+    let artifacts: Vec<_> = std::fs::read_dir(&cache).unwrap().collect();
+    assert_eq!(artifacts.len(), 1, "one precompiled artifact");
+    let engine = PluginEngine::new(&cache).unwrap();
+    let started = Instant::now();
+    engine
+        .load(misbehave("normal", Isolation::Request, Limits::default()))
+        .unwrap();
+    let warm = started.elapsed();
+    println!("load: compiled {cold:?}, from cache {warm:?}");
+    assert!(
+        warm < cold,
+        "loading from the cache is faster ({warm:?} vs {cold:?})"
+    );
+}
