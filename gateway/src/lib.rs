@@ -16,6 +16,7 @@ pub mod problem;
 pub mod proxy;
 pub mod routes;
 pub mod server;
+pub mod stage;
 pub mod state;
 pub mod tls;
 pub mod upstream;

@@ -4,8 +4,9 @@
 //! the embedded default needs no file. Unknown keys are refused, so a typo
 //! fails at load instead of silently doing nothing.
 
+use crate::plugin::{Capability, FailureMode, Isolation, Limits as PluginLimits};
 use serde::Deserialize;
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 /// The text of `policies/default.yaml`.
@@ -23,6 +24,48 @@ pub struct Policy {
     /// Upstream timeouts, retries and health checks.
     #[serde(default)]
     pub upstream: UpstreamPolicy,
+    /// The plugin chain, in the order the plugins run.
+    #[serde(default)]
+    pub plugins: Vec<PluginBinding>,
+}
+
+/// One plugin in the chain and where it runs.
+#[derive(Debug, Clone, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields)]
+pub struct PluginBinding {
+    /// The plugin's name (it must match the name the component declares).
+    pub name: String,
+    /// The component file; relative paths are relative to the policy file.
+    pub component: PathBuf,
+    /// Its configuration, checked against the schema the plugin declares.
+    #[serde(default = "empty_object")]
+    pub config: serde_json::Value,
+    /// Host interfaces granted to it.
+    #[serde(default)]
+    pub capabilities: Vec<Capability>,
+    /// `request` (default) or `pooled`.
+    #[serde(default)]
+    pub isolation: Isolation,
+    /// `fail-closed` (default) or `fail-open`.
+    #[serde(default)]
+    pub failure: FailureMode,
+    /// CPU, memory and output limits, breaker settings.
+    #[serde(default)]
+    pub limits: PluginLimits,
+    /// Services (`entidad/v{n}`) it runs for; empty means every service.
+    #[serde(default)]
+    pub services: Vec<String>,
+}
+
+fn empty_object() -> serde_json::Value {
+    serde_json::Value::Object(serde_json::Map::new())
+}
+
+impl PluginBinding {
+    /// Whether the plugin runs for the service `route_name` (`entidad/v{n}`).
+    pub fn applies_to(&self, route_name: &str) -> bool {
+        self.services.is_empty() || self.services.iter().any(|s| s == route_name)
+    }
 }
 
 /// Request size limits.
@@ -179,6 +222,17 @@ impl Policy {
         }
         if u.health_check.healthy_after == 0 || u.health_check.unhealthy_after == 0 {
             return Err("upstream.health_check: thresholds must be at least 1".into());
+        }
+        let mut names = std::collections::HashSet::new();
+        for (i, p) in self.plugins.iter().enumerate() {
+            if !names.insert(p.name.as_str()) {
+                return Err(format!("plugins[{i}]: plugin `{}` appears twice", p.name));
+            }
+            if p.limits.cpu_ms == 0 || p.limits.memory_bytes < (64 << 10) {
+                return Err(format!(
+                    "plugins[{i}].limits: cpu_ms must be > 0 and memory_bytes at least 65536"
+                ));
+            }
         }
         if self.limits.max_request_header_bytes < 1024 {
             return Err("limits.max_request_header_bytes: must be at least 1024".into());

@@ -50,6 +50,12 @@ pub enum Problem {
     UpstreamTimeout,
     /// Every upstream of the environment is failing its health checks.
     NoHealthyUpstream,
+    /// A plugin on the service's chain failed (trap, time or memory limit,
+    /// broken contract) and its policy fails closed.
+    PluginFailed,
+    /// A plugin on the chain is suspended by its breaker after repeated
+    /// failures, and its policy fails closed.
+    PluginUnavailable,
     /// Something failed inside the gateway.
     Internal,
 }
@@ -131,6 +137,16 @@ impl Problem {
                 503,
                 "no-healthy-upstream",
                 "Ningún servidor del servicio está disponible / No healthy upstream",
+            ),
+            PluginFailed => (
+                500,
+                "plugin-failed",
+                "Falló un complemento de la pasarela / A gateway plugin failed",
+            ),
+            PluginUnavailable => (
+                503,
+                "plugin-unavailable",
+                "Complemento suspendido temporalmente / Gateway plugin temporarily suspended",
             ),
             Internal => (
                 500,
@@ -244,6 +260,8 @@ mod tests {
             UpstreamError,
             UpstreamTimeout,
             NoHealthyUpstream,
+            PluginFailed,
+            PluginUnavailable,
             Internal,
         ];
         let mut types: Vec<String> = all.iter().map(|p| p.type_uri()).collect();

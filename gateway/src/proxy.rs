@@ -6,9 +6,11 @@
 //! one RFC 9457 answer.
 
 use crate::path::{self, Parsed};
+use crate::plugin::{Phase, RequestContext};
 use crate::policy::Policy;
 use crate::problem::{self, Problem};
 use crate::routes::ServiceEntry;
+use crate::stage::{self, Outcome, PluginRun};
 use crate::state::{Gateway, InflightGuard};
 use crate::upstream::UpstreamPool;
 use async_trait::async_trait;
@@ -76,6 +78,10 @@ pub struct RequestCtx {
     problem: Option<(Problem, String)>,
     tried: Vec<usize>,
     body_bytes: u64,
+    /// The service's plugin chain for this request, if it has one.
+    plugins: Option<PluginRun>,
+    /// A plugin's answer to send instead of a problem when the request stops.
+    plugin_answer: Option<crate::plugin::Response>,
     _inflight: InflightGuard,
 }
 
@@ -167,6 +173,8 @@ impl ProxyHttp for ChasquiProxy {
             problem: None,
             tried: Vec::new(),
             body_bytes: 0,
+            plugins: None,
+            plugin_answer: None,
             _inflight: self.gw.lifecycle.enter(),
         }
     }
@@ -270,6 +278,46 @@ impl ProxyHttp for ChasquiProxy {
             upstream_path.push('?');
             upstream_path.push_str(&q);
         }
+        // Identity fields are the gateway's to set: drop any the client sent
+        // before plugins run (plugins may then set their own).
+        let forged: Vec<http::HeaderName> = session
+            .req_header()
+            .headers
+            .keys()
+            .filter(|k| k.as_str().starts_with(IDENTITY_PREFIX))
+            .cloned()
+            .collect();
+        for name in forged {
+            session.req_header_mut().remove_header(&name);
+        }
+
+        let chain = self.gw.plugins.load().chain_for(&service.route_name);
+        if let Some(chain) = chain {
+            let context = RequestContext {
+                consumer_entity: Some(consumer.entity_code.clone()),
+                consumer_system: Some(consumer.consumer_code.clone()),
+                service: service.route_name.clone(),
+                environment: env.as_str().to_string(),
+                request_id: ctx.request_id.clone(),
+                trace_id: trace_id(session.req_header()),
+            };
+            let mut run = match PluginRun::start(&chain, &context) {
+                Ok(run) => run,
+                Err((problem, detail)) => return self.answer(session, ctx, problem, &detail).await,
+            };
+            let outcome = run.request_headers(session.req_header_mut());
+            ctx.plugins = Some(run);
+            match outcome {
+                Outcome::Continue => {}
+                Outcome::Answer(answer) => {
+                    stage::write_answer(session, &answer, &ctx.request_id).await?;
+                    return Ok(true);
+                }
+                Outcome::Fail(problem, detail) => {
+                    return self.answer(session, ctx, problem, &detail).await
+                }
+            }
+        }
         ctx.routed = Some(Routed {
             service,
             pool,
@@ -284,7 +332,7 @@ impl ProxyHttp for ChasquiProxy {
         &self,
         _session: &mut Session,
         body: &mut Option<Bytes>,
-        _end_of_stream: bool,
+        end_of_stream: bool,
         ctx: &mut RequestCtx,
     ) -> Result<()> {
         if let Some(chunk) = body {
@@ -296,6 +344,21 @@ impl ProxyHttp for ChasquiProxy {
                     Problem::PayloadTooLarge,
                     format!("the request body is limited to {max} bytes"),
                 ));
+            }
+        }
+        let has_body = body.is_some() || ctx.body_bytes > 0;
+        if let Some(run) = ctx
+            .plugins
+            .as_mut()
+            .filter(|r| has_body && r.handles(Phase::RequestBody))
+        {
+            match run.request_body(body, end_of_stream) {
+                Outcome::Continue => {}
+                Outcome::Answer(answer) => {
+                    ctx.plugin_answer = Some(answer);
+                    return Err(fail(ctx, Problem::PluginFailed, "answered by a plugin"));
+                }
+                Outcome::Fail(problem, detail) => return Err(fail(ctx, problem, detail)),
             }
         }
         Ok(())
@@ -389,16 +452,21 @@ impl ProxyHttp for ChasquiProxy {
         let unwanted: Vec<http::HeaderName> = upstream
             .headers
             .keys()
-            .filter(|k| {
-                let k = k.as_str();
-                STRIPPED_REQUEST_HEADERS.contains(&k) || k.starts_with(IDENTITY_PREFIX)
-            })
+            .filter(|k| STRIPPED_REQUEST_HEADERS.contains(&k.as_str()))
             .cloned()
             .collect();
         for name in unwanted {
             upstream.remove_header(&name);
         }
         upstream.insert_header(http::header::HOST, backend.authority.as_str())?;
+        if ctx
+            .plugins
+            .as_ref()
+            .is_some_and(|r| r.handles(Phase::RequestBody))
+        {
+            // A plugin may change the body's length: send it chunked.
+            upstream.remove_header(&http::header::CONTENT_LENGTH);
+        }
 
         let client_ip = session
             .client_addr()
@@ -450,8 +518,44 @@ impl ProxyHttp for ChasquiProxy {
         response: &mut ResponseHeader,
         ctx: &mut RequestCtx,
     ) -> Result<()> {
+        if let Some(run) = ctx.plugins.as_mut() {
+            if run.handles(Phase::ResponseHeaders) {
+                if let Outcome::Fail(problem, detail) = run.response_headers(response) {
+                    return Err(fail(ctx, problem, detail));
+                }
+            }
+            if run.replacement_body.is_none() && run.handles(Phase::ResponseBody) {
+                // A plugin may change the body's length.
+                response.remove_header(&http::header::CONTENT_LENGTH);
+            }
+        }
         response.insert_header("x-request-id", ctx.request_id.as_str())?;
         Ok(())
+    }
+
+    fn response_body_filter(
+        &self,
+        _session: &mut Session,
+        body: &mut Option<Bytes>,
+        end_of_stream: bool,
+        ctx: &mut RequestCtx,
+    ) -> Result<Option<Duration>> {
+        let Some(run) = ctx.plugins.as_mut() else {
+            return Ok(None);
+        };
+        if run.replacement_body.is_none() && !run.handles(Phase::ResponseBody) {
+            return Ok(None);
+        }
+        match run.response_body(body, end_of_stream) {
+            Outcome::Continue => Ok(None),
+            // The response has begun: the only honest thing left is to abort it.
+            Outcome::Answer(_) => Err(fail(
+                ctx,
+                Problem::PluginFailed,
+                "a plugin answered after the response began",
+            )),
+            Outcome::Fail(problem, detail) => Err(fail(ctx, problem, detail)),
+        }
     }
 
     fn fail_to_connect(
@@ -541,6 +645,17 @@ impl ProxyHttp for ChasquiProxy {
             },
         };
         if session.response_written().is_none() {
+            if let Some(answer) = ctx.plugin_answer.take() {
+                let status = answer.status;
+                if let Err(write_err) = stage::write_answer(session, &answer, &ctx.request_id).await
+                {
+                    tracing::debug!(error = %write_err, "could not write the plugin's answer");
+                }
+                return FailToProxy {
+                    error_code: status,
+                    can_reuse_downstream: false,
+                };
+            }
             if let Err(write_err) =
                 problem::respond(session, problem, &detail, &ctx.request_id).await
             {
@@ -602,4 +717,15 @@ fn classify(e: &Error) -> Option<Problem> {
         (_, ErrorSource::Downstream) => Problem::BadRequest,
         _ => Problem::Internal,
     })
+}
+
+/// The trace id of a W3C `traceparent` header, if well formed.
+fn trace_id(req: &RequestHeader) -> Option<String> {
+    let value = req.headers.get("traceparent")?.to_str().ok()?;
+    let mut parts = value.split('-');
+    let (_version, trace) = (parts.next()?, parts.next()?);
+    (trace.len() == 32
+        && trace.bytes().all(|b| b.is_ascii_hexdigit())
+        && trace != "00000000000000000000000000000000")
+        .then(|| trace.to_ascii_lowercase())
 }

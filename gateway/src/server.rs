@@ -63,7 +63,14 @@ pub fn serve(config: Config) -> anyhow::Result<()> {
         if config.demo && demo::seed_if_empty(&store).await? {
             tracing::info!("loaded the demo catalog into the new store");
         }
-        Gateway::new(store, policy, config.access_log).await
+        Gateway::new(
+            store,
+            policy,
+            config.policy.clone(),
+            config.data_dir.join("plugin-cache"),
+            config.access_log,
+        )
+        .await
     })?;
     gw.spawn_control_tasks(config.catalog_poll);
 
@@ -138,9 +145,25 @@ impl ShutdownSignalWatch for Signals {
             tracing::error!("cannot install signal handlers; stopping");
             return ShutdownSignal::FastShutdown;
         };
-        tokio::select! {
-            _ = term.recv() => tracing::info!("SIGTERM: draining"),
-            _ = int.recv() => tracing::info!("SIGINT: draining"),
+        let Ok(mut hup) = signal(SignalKind::hangup()) else {
+            tracing::error!("cannot install the SIGHUP handler; stopping");
+            return ShutdownSignal::FastShutdown;
+        };
+        loop {
+            tokio::select! {
+                _ = term.recv() => { tracing::info!("SIGTERM: draining"); break; }
+                _ = int.recv() => { tracing::info!("SIGINT: draining"); break; }
+                _ = hup.recv() => {
+                    // Loading compiles plugins: keep it off this runtime's thread.
+                    let gw = self.gw.clone();
+                    let outcome = tokio::task::spawn_blocking(move || gw.reload_policy()).await;
+                    match outcome {
+                        Ok(Ok(())) => tracing::info!("SIGHUP: policy reloaded"),
+                        Ok(Err(e)) => tracing::error!(error = %format!("{e:#}"), "SIGHUP: policy refused; the previous one stays in force"),
+                        Err(e) => tracing::error!(error = %e, "SIGHUP: reload task failed"),
+                    }
+                }
+            }
         }
         self.gw.lifecycle.begin_drain();
         ShutdownSignal::GracefulTerminate

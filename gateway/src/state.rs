@@ -2,13 +2,17 @@
 //! and the lifecycle flags, plus the control-plane tasks that keep them fresh.
 
 use crate::auth::TokenCache;
+use crate::plugin::chain::PluginSet;
+use crate::plugin::PluginEngine;
 use crate::policy::Policy;
 use crate::routes::{self, HealthRegistry, RouteTable};
 use arc_swap::ArcSwap;
 use chasqui_catalog::Store;
 use std::collections::HashMap;
+use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::Arc;
+use std::sync::OnceLock;
 use std::time::Duration;
 use tokio::runtime::Handle;
 
@@ -30,6 +34,13 @@ pub struct Gateway {
     pub lifecycle: Arc<Lifecycle>,
     /// Whether to write access-log lines.
     pub access_log: bool,
+    /// The loaded plugins of the current policy.
+    pub plugins: ArcSwap<PluginSet>,
+    /// The policy file, if any (reloaded on SIGHUP).
+    pub policy_path: Option<PathBuf>,
+    /// Where compiled plugins are cached.
+    plugin_cache: PathBuf,
+    engine: OnceLock<Arc<PluginEngine>>,
 }
 
 /// Readiness and draining.
@@ -84,11 +95,17 @@ impl Drop for InflightGuard {
 
 impl Gateway {
     /// Builds the state from an open store; call on the control runtime.
+    /// The policy's plugins are loaded here: a plugin that cannot be loaded
+    /// stops the start.
     pub async fn new(
         store: Store,
         policy: Policy,
+        policy_path: Option<PathBuf>,
+        plugin_cache: PathBuf,
         access_log: bool,
     ) -> anyhow::Result<Arc<Gateway>> {
+        let engine = OnceLock::new();
+        let plugins = load_plugins(&engine, &plugin_cache, &policy)?;
         let health = HealthRegistry::default();
         let snapshot = store.load_snapshot().await?;
         let table = routes::build(&snapshot, &health).await;
@@ -101,8 +118,26 @@ impl Gateway {
             control: Handle::current(),
             lifecycle: Arc::new(Lifecycle::default()),
             access_log,
+            plugins: ArcSwap::from_pointee(plugins),
+            policy_path,
+            plugin_cache,
+            engine,
         };
         Ok(Arc::new(gateway))
+    }
+
+    /// Reloads the policy file and its plugins, then swaps both in at once.
+    /// Requests in flight finish with the policy and plugins they started
+    /// with; on any error nothing changes and the error is returned.
+    pub fn reload_policy(&self) -> anyhow::Result<()> {
+        let policy = match &self.policy_path {
+            Some(path) => Policy::load(path)?,
+            None => Policy::default_policy()?,
+        };
+        let plugins = load_plugins(&self.engine, &self.plugin_cache, &policy)?;
+        self.plugins.store(Arc::new(plugins));
+        self.policy.store(Arc::new(policy));
+        Ok(())
     }
 
     /// Reloads the route table if the catalog changed; returns whether it did.
@@ -177,4 +212,24 @@ impl Gateway {
             }
         }
     }
+}
+
+/// Loads a policy's plugins, creating the shared engine the first time one
+/// is needed.
+fn load_plugins(
+    engine: &OnceLock<Arc<PluginEngine>>,
+    cache: &Path,
+    policy: &Policy,
+) -> anyhow::Result<PluginSet> {
+    if policy.plugins.is_empty() {
+        return Ok(PluginSet::default());
+    }
+    let engine = match engine.get() {
+        Some(e) => e.clone(),
+        None => {
+            let created = PluginEngine::new(cache)?;
+            engine.get_or_init(|| created).clone()
+        }
+    };
+    Ok(PluginSet::load(&engine, policy)?)
 }

@@ -306,12 +306,17 @@ upstream:
 impl Gateway {
     /// Imports `catalog` into a new data directory and starts `chasqui serve`.
     pub async fn start(catalog: &str) -> Gateway {
+        Self::start_with_policy(catalog, TEST_POLICY).await
+    }
+
+    /// Like [`Gateway::start`] with a policy of the test's own.
+    pub async fn start_with_policy(catalog: &str, policy_text: &str) -> Gateway {
         let dir = tempfile::tempdir().expect("tempdir");
         let file = dir.path().join("catalog.yaml");
         std::fs::write(&file, catalog).unwrap();
         let tokens = import(dir.path(), &file);
         let policy = dir.path().join("policy.yaml");
-        std::fs::write(&policy, TEST_POLICY).unwrap();
+        std::fs::write(&policy, policy_text).unwrap();
         let mut gw = Gateway {
             port: 0,
             dir,
@@ -426,6 +431,19 @@ impl Gateway {
             .arg(self.dir.path())
             .output()
             .expect("run chasqui")
+    }
+
+    /// Replaces the policy file and sends SIGHUP.
+    pub fn reload(&self, policy_text: &str) {
+        let path = self.dir.path().join("policy.yaml");
+        let tmp = self.dir.path().join("policy.yaml.new");
+        std::fs::write(&tmp, policy_text).unwrap();
+        std::fs::rename(&tmp, &path).unwrap();
+        let status = Command::new("kill")
+            .args(["-HUP", &self.pid().to_string()])
+            .status()
+            .unwrap();
+        assert!(status.success());
     }
 
     /// Sends SIGTERM.
@@ -597,4 +615,28 @@ pub fn write(dir: &Path, name: &str, content: &str) -> PathBuf {
     let p = dir.join(name);
     std::fs::write(&p, content).unwrap();
     p
+}
+
+/// Builds a plugin crate of this repository (once per test process) and
+/// returns the component's path.
+pub fn component(crate_dir: &str) -> PathBuf {
+    static BUILT: std::sync::OnceLock<Mutex<HashMap<String, PathBuf>>> = std::sync::OnceLock::new();
+    let mut built = BUILT.get_or_init(Default::default).lock().unwrap();
+    if let Some(p) = built.get(crate_dir) {
+        return p.clone();
+    }
+    let root = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("..");
+    let out = Command::new(CHASQUI)
+        .args(["plugin", "build"])
+        .arg(root.join(crate_dir))
+        .output()
+        .expect("plugin build");
+    assert!(
+        out.status.success(),
+        "plugin build failed:\n{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let path = PathBuf::from(String::from_utf8_lossy(&out.stdout).trim());
+    built.insert(crate_dir.to_string(), path.clone());
+    path
 }

@@ -19,6 +19,7 @@
 pub mod breaker;
 pub mod build;
 pub mod cache;
+pub mod chain;
 mod host;
 
 use breaker::{Breaker, Permit};
@@ -476,6 +477,16 @@ impl LoadedPlugin {
         &self.shared
     }
 
+    /// Whether the plugin declared that it handles `phase`.
+    pub fn handles(&self, phase: Phase) -> bool {
+        self.metadata().is_some_and(|m| m.phases.contains(&phase))
+    }
+
+    /// Whether a failure lets the request go on.
+    pub fn fails_open(&self) -> bool {
+        self.spec.failure == FailureMode::FailOpen
+    }
+
     /// Whether the plugin's breaker is open.
     pub fn breaker_open(&self) -> bool {
         self.breaker.is_open()
@@ -510,7 +521,7 @@ impl LoadedPlugin {
     /// An instance for one request: a fresh, configured one in `request`
     /// mode, a warm one from the pool in `pooled` mode. Refused while the
     /// breaker is open.
-    pub fn check_out(&self, context: RequestContext) -> Result<Checkout<'_>, PluginError> {
+    pub fn check_out(self: &Arc<Self>, context: RequestContext) -> Result<Checkout, PluginError> {
         let permit = self.breaker.permit();
         if permit == Permit::Reject {
             return Err(PluginError::BreakerOpen {
@@ -538,7 +549,7 @@ impl LoadedPlugin {
         };
         match instance {
             Ok(instance) => Ok(Checkout {
-                plugin: self,
+                plugin: self.clone(),
                 instance: Some(instance),
                 permit,
                 failed: false,
@@ -571,14 +582,19 @@ impl LoadedPlugin {
 
 /// An instance checked out for one request; returns to the pool (or is
 /// dropped) when this goes out of scope, and reports to the breaker.
-pub struct Checkout<'a> {
-    plugin: &'a LoadedPlugin,
+pub struct Checkout {
+    plugin: Arc<LoadedPlugin>,
     instance: Option<PluginInstance>,
     permit: Permit,
     failed: bool,
 }
 
-impl Checkout<'_> {
+impl Checkout {
+    /// The plugin this instance belongs to.
+    pub fn plugin(&self) -> &Arc<LoadedPlugin> {
+        &self.plugin
+    }
+
     fn call<T>(
         &mut self,
         f: impl FnOnce(&mut PluginInstance) -> Result<T, PluginError>,
@@ -620,7 +636,7 @@ impl Checkout<'_> {
     }
 }
 
-impl Drop for Checkout<'_> {
+impl Drop for Checkout {
     fn drop(&mut self) {
         if let Some(mut instance) = self.instance.take() {
             if !self.failed && !instance.broken && self.plugin.spec.isolation == Isolation::Pooled {

@@ -1,0 +1,289 @@
+//! End-to-end tests of plugins on the request path: the real gateway runs
+//! real components, bound to services by its policy file.
+
+mod support;
+
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+use support::*;
+
+fn catalog(a: &Upstream, b: &Upstream) -> String {
+    format!(
+        "entities:
+  - {{code: a, name: A}}
+  - {{code: b, name: B}}
+  - {{code: c, name: C}}
+services:
+  - {{entity: a, code: s, version: 1, name: S, category: Salud, environments: {{pruebas: {{upstreams: [\"{}\"]}}}}}}
+  - {{entity: b, code: s, version: 1, name: S, category: Salud, environments: {{pruebas: {{upstreams: [\"{}\"]}}}}}}
+consumers:
+  - entity: c
+    code: sys
+    name: Sistema
+    grants:
+      - {{service: a/v1, environments: [pruebas]}}
+      - {{service: b/v1, environments: [pruebas]}}
+    tokens:
+      - {{environment: pruebas, label: test}}
+",
+        a.url(),
+        b.url()
+    )
+}
+
+/// The test policy plus the misbehave plugin on `a/v1`.
+fn policy(mode: &str, failure: &str, extra_limits: &str) -> String {
+    format!(
+        "{TEST_POLICY}plugins:
+  - name: misbehave
+    component: {}
+    config: {{mode: {mode}}}
+    capabilities: [log]
+    isolation: request
+    failure: {failure}
+    limits: {{cpu_ms: 50, memory_bytes: 8388608{extra_limits}}}
+    services: [a/v1]
+",
+        component("tests/fixtures/misbehave").display()
+    )
+}
+
+async fn text(resp: reqwest::Response) -> (u16, String) {
+    (resp.status().as_u16(), resp.text().await.unwrap())
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn plugins_act_at_every_phase_through_the_gateway() {
+    let (a, b) = (
+        Upstream::start("a", Behavior::Echo).await,
+        Upstream::start("b", Behavior::Echo).await,
+    );
+    let gw =
+        Gateway::start_with_policy(&catalog(&a, &b), &policy("normal", "fail-closed", "")).await;
+    let t = gw.token("test");
+
+    let resp = gw
+        .client
+        .get(gw.url("/a/v1/x/modify"))
+        .bearer_auth(t)
+        .header("x-drop", "1")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(resp.status(), 200);
+    assert_eq!(resp.headers()["x-plugin-response"], "200");
+    let body = resp.text().await.unwrap();
+    assert!(body.ends_with(" [seen by misbehave]"), "{body}");
+    let seen = a.seen().pop().unwrap();
+    assert_eq!(seen.header("x-plugin"), Some("modified"));
+    assert!(seen.header("x-drop").is_none());
+
+    let resp = gw
+        .client
+        .post(gw.url("/a/v1/x"))
+        .bearer_auth(t)
+        .body("hola mundo")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(resp.status(), 200);
+    assert_eq!(a.seen().pop().unwrap().body.as_ref(), b"HOLA MUNDO");
+
+    let before = a.count();
+    assert_eq!(
+        text(gw.get("/a/v1/x/respond", t).await).await,
+        (200, "answered by plugin".to_string())
+    );
+    assert_eq!(
+        a.count(),
+        before,
+        "a plugin's answer stops the request before the upstream"
+    );
+    assert_eq!(
+        text(gw.get("/a/v1/x/teapot", t).await).await,
+        (418, "short and stout".to_string())
+    );
+    assert_eq!(
+        a.count(),
+        before + 1,
+        "response-phase answers replace the upstream's"
+    );
+
+    // b/v1 has no plugin bound.
+    let resp = gw
+        .client
+        .get(gw.url("/b/v1/x/modify"))
+        .bearer_auth(t)
+        .header("x-drop", "1")
+        .send()
+        .await
+        .unwrap();
+    assert!(resp.headers().get("x-plugin-response").is_none());
+    assert_eq!(b.seen().pop().unwrap().header("x-drop"), Some("1"));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_failing_plugin_fails_only_its_request_closed_or_open() {
+    let (a, b) = (
+        Upstream::start("a", Behavior::Echo).await,
+        Upstream::start("b", Behavior::Echo).await,
+    );
+    let gw =
+        Gateway::start_with_policy(&catalog(&a, &b), &policy("normal", "fail-closed", "")).await;
+    let t = gw.token("test");
+    for path in ["/a/v1/x/trap", "/a/v1/x/bad-status", "/a/v1/x/bomb"] {
+        let body = assert_problem(gw.get(path, t).await, 500, "plugin-failed").await;
+        assert!(
+            body["detail"].as_str().unwrap().contains("misbehave"),
+            "{body}"
+        );
+        assert_eq!(
+            gw.get("/a/v1/x/fine", t).await.status(),
+            200,
+            "the next request is served"
+        );
+    }
+    let started = Instant::now();
+    let (slow, fast) = tokio::join!(gw.get("/a/v1/x/loop", t), async {
+        let mut ok = 0;
+        for _ in 0..20 {
+            if gw.get("/b/v1/x", t).await.status() == 200 {
+                ok += 1;
+            }
+        }
+        ok
+    });
+    assert_problem(slow, 500, "plugin-failed").await;
+    assert!(started.elapsed() < Duration::from_secs(2));
+    assert_eq!(fast, 20, "other requests kept being served during the loop");
+    assert_eq!(
+        a.seen()
+            .iter()
+            .filter(|s| s.path.contains("trap") || s.path.contains("loop"))
+            .count(),
+        0
+    );
+
+    let gw = Gateway::start_with_policy(&catalog(&a, &b), &policy("normal", "fail-open", "")).await;
+    let resp = gw.get("/a/v1/x/trap", gw.token("test")).await;
+    assert_eq!(
+        resp.status(),
+        200,
+        "fail-open: the request goes on without the plugin"
+    );
+    assert_eq!(a.seen().pop().unwrap().path, "/x/trap");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_breaker_suspends_a_failing_plugin_and_recovers() {
+    let (a, b) = (
+        Upstream::start("a", Behavior::Echo).await,
+        Upstream::start("b", Behavior::Echo).await,
+    );
+    let limits = ", breaker_threshold: 3, breaker_cool_down_ms: 300";
+    let gw = Gateway::start_with_policy(&catalog(&a, &b), &policy("normal", "fail-closed", limits))
+        .await;
+    let t = gw.token("test");
+    for _ in 0..3 {
+        assert_problem(gw.get("/a/v1/x/trap", t).await, 500, "plugin-failed").await;
+    }
+    assert_problem(gw.get("/a/v1/x/fine", t).await, 503, "plugin-unavailable").await;
+    tokio::time::sleep(Duration::from_millis(350)).await;
+    assert_eq!(
+        gw.get("/a/v1/x/fine", t).await.status(),
+        200,
+        "the probe succeeds and closes the breaker"
+    );
+    assert_eq!(gw.get("/a/v1/x/fine", t).await.status(), 200);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn hot_swaps_under_load_drop_nothing_and_bad_policies_change_nothing() {
+    let (a, b) = (
+        Upstream::start("a", Behavior::Echo).await,
+        Upstream::start("b", Behavior::Echo).await,
+    );
+    let normal = policy("normal", "fail-closed", "");
+    let remember = policy("remember", "fail-closed", "");
+    let gw = Arc::new(Gateway::start_with_policy(&catalog(&a, &b), &normal).await);
+    let token = gw.token("test").to_string();
+    let stop = Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let (ok, failed) = (Arc::new(AtomicUsize::new(0)), Arc::new(AtomicUsize::new(0)));
+    let mut load = Vec::new();
+    for _ in 0..4 {
+        let (gw, token, stop, ok, failed) = (
+            gw.clone(),
+            token.clone(),
+            stop.clone(),
+            ok.clone(),
+            failed.clone(),
+        );
+        load.push(tokio::spawn(async move {
+            while !stop.load(Ordering::Relaxed) {
+                let resp = gw
+                    .client
+                    .post(gw.url("/a/v1/x"))
+                    .bearer_auth(&token)
+                    .body("carga")
+                    .send()
+                    .await;
+                let good = match resp {
+                    Ok(r) if r.status() == 200 => r
+                        .text()
+                        .await
+                        .is_ok_and(|t| t.ends_with("[seen by misbehave]")),
+                    _ => false,
+                };
+                if good {
+                    ok.fetch_add(1, Ordering::Relaxed);
+                } else {
+                    failed.fetch_add(1, Ordering::Relaxed);
+                }
+            }
+        }));
+    }
+    for i in 0..10 {
+        tokio::time::sleep(Duration::from_millis(150)).await;
+        gw.reload(if i % 2 == 0 { &remember } else { &normal });
+    }
+    // End on `remember`, and wait until it is in force.
+    gw.reload(&remember);
+    let started = Instant::now();
+    loop {
+        let _ = gw.get("/a/v1/x", &token).await;
+        if a.seen().last().unwrap().header("x-seen").is_some() {
+            break;
+        }
+        assert!(
+            started.elapsed() < Duration::from_secs(10),
+            "the last policy never took effect"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    stop.store(true, Ordering::Relaxed);
+    for task in load {
+        task.await.unwrap();
+    }
+    let (ok, failed) = (ok.load(Ordering::Relaxed), failed.load(Ordering::Relaxed));
+    println!("hot swap under load: {ok} requests served, {failed} failed, across 11 reloads");
+    assert!(ok > 50, "the load ran ({ok} requests)");
+    assert_eq!(failed, 0, "no request failed during the swaps");
+
+    // A policy whose plugin configuration is refused changes nothing.
+    gw.reload(&policy("no-such-mode", "fail-closed", ""));
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while !gw.log().contains("policy refused") {
+        assert!(
+            Instant::now() < deadline,
+            "the refusal was not reported:\n{}",
+            gw.log()
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    let _ = gw.get("/a/v1/x", &token).await;
+    assert!(
+        a.seen().last().unwrap().header("x-seen").is_some(),
+        "the previous policy stays in force"
+    );
+}
