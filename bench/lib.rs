@@ -1,0 +1,2 @@
+//! Criterion micro-benchmarks live in `benches/`; the load harness that
+//! compares Chasqui with nginx is `run.sh`. This library is empty.
