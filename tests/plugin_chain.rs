@@ -287,3 +287,41 @@ async fn hot_swaps_under_load_drop_nothing_and_bad_policies_change_nothing() {
         "the previous policy stays in force"
     );
 }
+
+#[test]
+fn policy_validate_loads_plugins_like_the_gateway() {
+    let dir = tempfile::tempdir().unwrap();
+    let validate = |text: &str| {
+        let file = write(dir.path(), "p.yaml", text);
+        let out = std::process::Command::new(CHASQUI)
+            .args(["policy", "validate"])
+            .arg(&file)
+            .output()
+            .unwrap();
+        (
+            out.status.success(),
+            format!(
+                "{}{}",
+                String::from_utf8_lossy(&out.stdout),
+                String::from_utf8_lossy(&out.stderr)
+            ),
+        )
+    };
+    let (ok, out) = validate(&policy("normal", "fail-closed", ""));
+    assert!(ok, "{out}");
+    assert!(out.contains("1 plugin(s) loaded"), "{out}");
+    let (ok, out) = validate(&policy("no-such-mode", "fail-closed", ""));
+    assert!(!ok);
+    assert!(
+        out.contains("misbehave") && out.contains("configuration refused"),
+        "{out}"
+    );
+    let (ok, out) = validate(
+        &policy("normal", "fail-closed", "").replace("capabilities: [log]", "capabilities: []"),
+    );
+    assert!(!ok);
+    assert!(out.contains("capability `log`"), "{out}");
+    let (ok, out) = validate("version: 1\nlimits:\n  max_body: 3\n");
+    assert!(!ok);
+    assert!(out.contains("max_body") && out.contains("line 3"), "{out}");
+}

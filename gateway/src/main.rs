@@ -172,16 +172,34 @@ fn run(command: Command) -> anyhow::Result<ExitCode> {
             server::serve(Config::resolve(args)?)?;
             Ok(ExitCode::SUCCESS)
         }
-        Command::Policy(PolicyCommand::Validate { file }) => match Policy::load(&file) {
-            Ok(_) => {
-                println!("{}: valid", file.display());
-                Ok(ExitCode::SUCCESS)
+        Command::Policy(PolicyCommand::Validate { file }) => {
+            let policy = match Policy::load(&file) {
+                Ok(policy) => policy,
+                Err(e) => {
+                    eprintln!("{e}");
+                    return Ok(ExitCode::FAILURE);
+                }
+            };
+            // Load every plugin exactly as a gateway would: component,
+            // capabilities, configuration schema and `init`.
+            if !policy.plugins.is_empty() {
+                let cache =
+                    std::env::temp_dir().join(format!("chasqui-validate-{}", std::process::id()));
+                let engine = chasqui::plugin::PluginEngine::new(&cache)?;
+                let loaded = chasqui::plugin::chain::PluginSet::load(&engine, &policy);
+                let _ = std::fs::remove_dir_all(&cache);
+                if let Err(e) = loaded {
+                    eprintln!("{}: {e}", file.display());
+                    return Ok(ExitCode::FAILURE);
+                }
             }
-            Err(e) => {
-                eprintln!("{e}");
-                Ok(ExitCode::FAILURE)
-            }
-        },
+            println!(
+                "{}: valid ({} plugin(s) loaded)",
+                file.display(),
+                policy.plugins.len()
+            );
+            Ok(ExitCode::SUCCESS)
+        }
         Command::Plugin(PluginCommand::Build {
             crate_dir,
             out,

@@ -215,7 +215,7 @@ pub mod context {
         pub consumer_system: Option<String>,
         /// The catalog code of the service called.
         pub service: String,
-        /// The environment called (`production`, `test`, ...).
+        /// The environment called: `pruebas` (test) or `produccion`.
         pub environment: String,
         /// The gateway's request id.
         pub request_id: String,

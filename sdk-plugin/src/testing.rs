@@ -145,7 +145,7 @@ impl FakeHost {
                 consumer_entity: Some("test-entity".into()),
                 consumer_system: Some("test-system".into()),
                 service: "test-service".into(),
-                environment: "test".into(),
+                environment: "pruebas".into(),
                 request_id: "test-request".into(),
                 trace_id: Some("4bf92f3577b34da6a3ce929d0e0e4736".into()),
             },
