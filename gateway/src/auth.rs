@@ -67,10 +67,30 @@ impl TokenCache {
             return Err((Problem::TokenInvalid, "the token is malformed"));
         }
         let hash = token::hash(presented);
+        // The steady state is a hit; only a miss builds the lookup.
+        let found = match self.cache.get(&hash).await {
+            Some(found) => found,
+            None => self.load(hash).await?,
+        };
+        let record = found.ok_or((Problem::TokenInvalid, "the token is not known"))?;
+        if record.revoked_at.is_some() {
+            return Err((Problem::TokenRevoked, "the token was revoked"));
+        }
+        if record.expires_at.is_some_and(|at| at <= now_unix()) {
+            return Err((Problem::TokenExpired, "the token has expired"));
+        }
+        Ok(record)
+    }
+
+    /// Fills the cache for one hash from the store; concurrent misses for the
+    /// same token share one lookup.
+    async fn load(
+        &self,
+        hash: [u8; 32],
+    ) -> Result<Option<Arc<TokenRecord>>, (Problem, &'static str)> {
         let store = self.store.clone();
         let control = self.control.clone();
-        let found = self
-            .cache
+        self.cache
             .try_get_with(hash, async move {
                 control
                     .spawn(async move { store.lookup_token(&hash).await })
@@ -86,15 +106,7 @@ impl TokenCache {
                     Problem::Internal,
                     "the token could not be checked; try again",
                 )
-            })?;
-        let record = found.ok_or((Problem::TokenInvalid, "the token is not known"))?;
-        if record.revoked_at.is_some() {
-            return Err((Problem::TokenRevoked, "the token was revoked"));
-        }
-        if record.expires_at.is_some_and(|at| at <= now_unix()) {
-            return Err((Problem::TokenExpired, "the token has expired"));
-        }
-        Ok(record)
+            })
     }
 
     /// Drops every cached entry.

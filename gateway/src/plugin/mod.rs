@@ -29,7 +29,7 @@ pub use host::{PluginShared, RequestContext};
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
-use wasmtime::component::{Component, Linker};
+use wasmtime::component::Linker;
 use wasmtime::{
     Config, Engine, InstanceAllocationStrategy, PoolingAllocationConfig, Store, StoreLimitsBuilder,
 };
@@ -667,8 +667,6 @@ pub struct PluginInstance {
 
 impl PluginInstance {
     fn guard<T>(&mut self, what: &str, result: wasmtime::Result<T>) -> Result<T, PluginError> {
-        // Each call gets the full CPU budget again.
-        self.store.set_epoch_deadline(self.limits.cpu_ms.max(1));
         result.map_err(|e| {
             self.broken = true;
             let message = match e.downcast_ref::<wasmtime::Trap>() {
@@ -858,9 +856,4 @@ impl PluginInstance {
         }
         Ok(action)
     }
-}
-
-/// Convenience for callers that only need a component compiled.
-pub fn compile(engine: &PluginEngine, bytes: &[u8]) -> anyhow::Result<Component> {
-    Ok(cache::load(&engine.engine, bytes, &engine.cache_dir)?.0)
 }
