@@ -39,7 +39,7 @@ fn policy(mode: &str, failure: &str, extra_limits: &str) -> String {
   - name: misbehave
     component: {}
     config: {{mode: {mode}}}
-    capabilities: [log]
+    capabilities: [log, ledger]
     isolation: request
     failure: {failure}
     limits: {{cpu_ms: 50, memory_bytes: 8388608{extra_limits}}}
@@ -317,11 +317,44 @@ fn policy_validate_loads_plugins_like_the_gateway() {
         "{out}"
     );
     let (ok, out) = validate(
-        &policy("normal", "fail-closed", "").replace("capabilities: [log]", "capabilities: []"),
+        &policy("normal", "fail-closed", "")
+            .replace("capabilities: [log, ledger]", "capabilities: [log]"),
     );
     assert!(!ok);
-    assert!(out.contains("capability `log`"), "{out}");
+    assert!(out.contains("capability `ledger`"), "{out}");
     let (ok, out) = validate("version: 1\nlimits:\n  max_body: 3\n");
     assert!(!ok);
     assert!(out.contains("max_body") && out.contains("line 3"), "{out}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn plugin_evidence_reaches_the_ledger_and_verifies() {
+    let (a, b) = (
+        Upstream::start("a", Behavior::Echo).await,
+        Upstream::start("b", Behavior::Echo).await,
+    );
+    let mut gw =
+        Gateway::start_with_policy(&catalog(&a, &b), &policy("normal", "fail-closed", "")).await;
+    let t = gw.token("test").to_string();
+    for i in 0..3 {
+        assert_eq!(
+            gw.get(&format!("/a/v1/doc{i}/evidence"), &t).await.status(),
+            200
+        );
+        let seen = a.seen().pop().unwrap();
+        assert_eq!(
+            seen.header("x-ledger-position"),
+            Some(i.to_string().as_str()),
+            "{:?}",
+            seen.headers
+        );
+        assert_eq!(seen.header("x-ledger-hash").map(str::len), Some(64));
+    }
+    // A clean stop flushes the ledger.
+    gw.terminate();
+    assert!(gw.wait_exit(Duration::from_secs(10)).success());
+    let out = gw.cli(&["audit", "verify"]);
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(out.status.success(), "{text}");
+    assert!(text.contains("3 entries"), "{text}");
 }

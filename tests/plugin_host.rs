@@ -40,7 +40,10 @@ fn component(crate_dir: &str) -> PathBuf {
 
 fn engine() -> (Arc<PluginEngine>, tempfile::TempDir) {
     let dir = tempfile::tempdir().unwrap();
-    (PluginEngine::new(&dir.path().join("cache")).unwrap(), dir)
+    (
+        PluginEngine::new(&dir.path().join("cache"), None).unwrap(),
+        dir,
+    )
 }
 
 fn misbehave(mode: &str, isolation: Isolation, limits: Limits) -> PluginSpec {
@@ -48,7 +51,7 @@ fn misbehave(mode: &str, isolation: Isolation, limits: Limits) -> PluginSpec {
         name: "misbehave".into(),
         component: component("tests/fixtures/misbehave"),
         config: serde_json::json!({ "mode": mode }),
-        capabilities: vec![Capability::Log],
+        capabilities: vec![Capability::Log, Capability::Ledger],
         isolation,
         failure: FailureMode::FailClosed,
         limits,
@@ -393,7 +396,7 @@ fn request_mode_never_carries_data_between_requests() {
 fn compiled_artifacts_are_cached_on_disk() {
     let dir = tempfile::tempdir().unwrap();
     let cache = dir.path().join("cache");
-    let engine = PluginEngine::new(&cache).unwrap();
+    let engine = PluginEngine::new(&cache, None).unwrap();
     let started = Instant::now();
     engine
         .load(misbehave("normal", Isolation::Request, Limits::default()))
@@ -401,7 +404,7 @@ fn compiled_artifacts_are_cached_on_disk() {
     let cold = started.elapsed();
     let artifacts: Vec<_> = std::fs::read_dir(&cache).unwrap().collect();
     assert_eq!(artifacts.len(), 1, "one precompiled artifact");
-    let engine = PluginEngine::new(&cache).unwrap();
+    let engine = PluginEngine::new(&cache, None).unwrap();
     let started = Instant::now();
     engine
         .load(misbehave("normal", Isolation::Request, Limits::default()))

@@ -40,7 +40,7 @@ fn plugin_call(c: &mut Criterion) {
     let component = build::build(&root.join("plugins/allowlist"), None, None)
         .expect("build the allowlist plugin");
     let cache = tempfile::tempdir().expect("tempdir");
-    let engine = PluginEngine::new(cache.path()).expect("engine");
+    let engine = PluginEngine::new(cache.path(), None).expect("engine");
     let head = RequestHead {
         method: "GET".into(),
         path: "/segip/v2/personas/1234567".into(),

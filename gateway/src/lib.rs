@@ -9,6 +9,7 @@
 pub mod auth;
 pub mod config;
 pub mod demo;
+pub mod ledger;
 pub mod path;
 pub mod plugin;
 pub mod policy;

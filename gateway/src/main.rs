@@ -47,6 +47,20 @@ enum Command {
     /// Build and start WebAssembly plugins.
     #[command(subcommand)]
     Plugin(PluginCommand),
+    /// Check the audit ledger.
+    #[command(subcommand)]
+    Audit(AuditCommand),
+}
+
+#[derive(Subcommand)]
+enum AuditCommand {
+    /// Verify the ledger offline: the hash chain from the first entry and every
+    /// signed checkpoint. Names the first entry altered, removed or moved; the
+    /// exit code says the result.
+    Verify {
+        #[command(flatten)]
+        store: StoreArgs,
+    },
 }
 
 #[derive(Subcommand)]
@@ -185,7 +199,7 @@ fn run(command: Command) -> anyhow::Result<ExitCode> {
             if !policy.plugins.is_empty() {
                 let cache =
                     std::env::temp_dir().join(format!("chasqui-validate-{}", std::process::id()));
-                let engine = chasqui::plugin::PluginEngine::new(&cache)?;
+                let engine = chasqui::plugin::PluginEngine::new(&cache, None)?;
                 let loaded = chasqui::plugin::chain::PluginSet::load(&engine, &policy);
                 let _ = std::fs::remove_dir_all(&cache);
                 if let Err(e) = loaded {
@@ -200,6 +214,23 @@ fn run(command: Command) -> anyhow::Result<ExitCode> {
             );
             Ok(ExitCode::SUCCESS)
         }
+        Command::Audit(AuditCommand::Verify { store }) => block_on(async move {
+            let store = open(&store).await?;
+            let report = chasqui::ledger::verify(store.pool()).await?;
+            match report.problem {
+                None => {
+                    println!(
+                        "ledger intact: {} entries, {} signed checkpoints verified",
+                        report.entries, report.checkpoints
+                    );
+                    Ok(ExitCode::SUCCESS)
+                }
+                Some(problem) => {
+                    println!("ledger broken: {problem} ({} entries read)", report.entries);
+                    Ok(ExitCode::FAILURE)
+                }
+            }
+        }),
         Command::Plugin(PluginCommand::Build {
             crate_dir,
             out,

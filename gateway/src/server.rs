@@ -204,7 +204,13 @@ fn spawn_drain_watch(gw: Arc<Gateway>, deadline: Duration, control: tokio::runti
                     "drained; exiting"
                 );
             }
-            control.block_on(gw.store.close());
+            control.block_on(async {
+                // Everything appended to the ledger reaches the store before exit.
+                if let Err(e) = gw.ledger.flush().await {
+                    tracing::error!(error = %e, "final ledger flush failed");
+                }
+                gw.store.close().await;
+            });
             std::process::exit(0);
         })
         .map(|_| ())

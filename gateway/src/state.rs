@@ -2,6 +2,7 @@
 //! and the lifecycle flags, plus the control-plane tasks that keep them fresh.
 
 use crate::auth::TokenCache;
+use crate::ledger::Ledger;
 use crate::plugin::chain::PluginSet;
 use crate::plugin::PluginEngine;
 use crate::policy::Policy;
@@ -41,6 +42,8 @@ pub struct Gateway {
     /// Where compiled plugins are cached.
     plugin_cache: PathBuf,
     engine: OnceLock<Arc<PluginEngine>>,
+    /// The audit ledger.
+    pub ledger: Arc<Ledger>,
 }
 
 /// Readiness and draining.
@@ -104,8 +107,14 @@ impl Gateway {
         plugin_cache: PathBuf,
         access_log: bool,
     ) -> anyhow::Result<Arc<Gateway>> {
+        let ledger = Ledger::open(
+            store.pool().clone(),
+            &plugin_cache.with_file_name("ledger-ed25519.pk8"),
+        )
+        .await?;
+        ledger.spawn_flusher();
         let engine = OnceLock::new();
-        let plugins = load_plugins(&engine, &plugin_cache, &policy)?;
+        let plugins = load_plugins(&engine, &plugin_cache, &policy, &ledger)?;
         let health = HealthRegistry::default();
         let snapshot = store.load_snapshot().await?;
         let table = routes::build(&snapshot, &health).await;
@@ -122,6 +131,7 @@ impl Gateway {
             policy_path,
             plugin_cache,
             engine,
+            ledger,
         };
         Ok(Arc::new(gateway))
     }
@@ -134,7 +144,7 @@ impl Gateway {
             Some(path) => Policy::load(path)?,
             None => Policy::default_policy()?,
         };
-        let plugins = load_plugins(&self.engine, &self.plugin_cache, &policy)?;
+        let plugins = load_plugins(&self.engine, &self.plugin_cache, &policy, &self.ledger)?;
         self.plugins.store(Arc::new(plugins));
         self.policy.store(Arc::new(policy));
         Ok(())
@@ -220,6 +230,7 @@ fn load_plugins(
     engine: &OnceLock<Arc<PluginEngine>>,
     cache: &Path,
     policy: &Policy,
+    ledger: &Arc<Ledger>,
 ) -> anyhow::Result<PluginSet> {
     if policy.plugins.is_empty() {
         return Ok(PluginSet::default());
@@ -227,7 +238,8 @@ fn load_plugins(
     let engine = match engine.get() {
         Some(e) => e.clone(),
         None => {
-            let created = PluginEngine::new(cache)?;
+            let sink: Arc<dyn crate::plugin::EvidenceSink> = ledger.clone();
+            let created = PluginEngine::new(cache, Some(sink))?;
             engine.get_or_init(|| created).clone()
         }
     };

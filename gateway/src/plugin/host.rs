@@ -24,18 +24,28 @@ type KvEntry = (Vec<u8>, Option<Instant>);
 
 /// State a plugin shares across all its instances: its key-value namespace
 /// and its metrics.
-#[derive(Debug)]
 pub struct PluginShared {
     name: String,
+    evidence: Option<Arc<dyn super::EvidenceSink>>,
     kv: Mutex<HashMap<String, KvEntry>>,
     metrics: Mutex<BTreeMap<String, f64>>,
 }
 
+impl std::fmt::Debug for PluginShared {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("PluginShared")
+            .field("name", &self.name)
+            .field("ledger", &self.evidence.is_some())
+            .finish()
+    }
+}
+
 impl PluginShared {
     /// Empty state for plugin `name`.
-    pub fn new(name: &str) -> PluginShared {
+    pub fn new(name: &str, evidence: Option<Arc<dyn super::EvidenceSink>>) -> PluginShared {
         PluginShared {
             name: name.to_string(),
+            evidence,
             kv: Mutex::default(),
             metrics: Mutex::default(),
         }
@@ -339,10 +349,13 @@ impl metrics::Host for HostState {
 }
 
 impl ledger::Host for HostState {
-    fn append(&mut self, _kind: String, _payload_json: String) -> Result<ledger::Receipt, String> {
-        // The audit ledger is a separate piece of work; until it exists the
-        // capability says so instead of pretending to record evidence.
-        Err("the audit ledger is not available on this gateway yet".into())
+    fn append(&mut self, kind: String, payload_json: String) -> Result<ledger::Receipt, String> {
+        let Some(sink) = self.shared.evidence.clone() else {
+            return Err("the audit ledger is not available on this gateway".into());
+        };
+        let actor = format!("plugin:{}", self.shared.name);
+        let (position, hash) = sink.append(&kind, &actor, self.request_id(), &payload_json)?;
+        Ok(ledger::Receipt { position, hash })
     }
 }
 

@@ -238,16 +238,34 @@ pub enum PluginError {
     },
 }
 
+/// Where the `ledger` capability writes evidence.
+pub trait EvidenceSink: Send + Sync {
+    /// Appends one entry; returns its position and lowercase hex hash.
+    fn append(
+        &self,
+        kind: &str,
+        actor: &str,
+        request_id: &str,
+        payload_json: &str,
+    ) -> Result<(u64, String), String>;
+}
+
 /// The engine all plugins share, with its epoch ticker.
 pub struct PluginEngine {
     engine: Engine,
     cache_dir: PathBuf,
+    evidence: Option<Arc<dyn EvidenceSink>>,
 }
 
 impl PluginEngine {
     /// Builds the engine (pooling allocator, epoch interruption) and starts
     /// the epoch ticker; artifacts are cached under `cache_dir`.
-    pub fn new(cache_dir: &Path) -> anyhow::Result<Arc<PluginEngine>> {
+    /// Plugins granted `ledger` append to `evidence`; without one they are
+    /// told the ledger is unavailable.
+    pub fn new(
+        cache_dir: &Path,
+        evidence: Option<Arc<dyn EvidenceSink>>,
+    ) -> anyhow::Result<Arc<PluginEngine>> {
         let mut pool = PoolingAllocationConfig::default();
         pool.total_component_instances(1_000)
             .total_core_instances(1_000)
@@ -277,6 +295,7 @@ impl PluginEngine {
         Ok(Arc::new(PluginEngine {
             engine,
             cache_dir: cache_dir.to_path_buf(),
+            evidence,
         }))
     }
 
@@ -338,7 +357,7 @@ impl PluginEngine {
             .map_err(|e| invalid(format!("{e:#}")))?;
         let pre = PluginPre::new(pre).map_err(|e| invalid(format!("{e:#}")))?;
 
-        let shared = Arc::new(PluginShared::new(&spec.name));
+        let shared = Arc::new(PluginShared::new(&spec.name, self.evidence.clone()));
         let loaded = LoadedPlugin {
             engine: self.clone(),
             pre,

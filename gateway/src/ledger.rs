@@ -1,0 +1,490 @@
+//! The audit ledger: an append-only record of evidence in which each entry
+//! carries the hash of the one before, with checkpoints signed by the node's
+//! Ed25519 key.
+//!
+//! Appending is cheap and happens on the request path: the position and
+//! hash are assigned in memory, under one lock, and the entry waits in a
+//! queue that a flusher writes to the store in one transaction every
+//! [`FLUSH_EVERY`] (or sooner when [`Ledger::flush`] is called, as at
+//! shutdown). **Durability bound:** a crash of the process may lose the
+//! entries appended in the last flush period (at most [`FLUSH_EVERY`] of
+//! appends); every entry older than that is in the database, and SQLite's WAL
+//! keeps a committed batch across a process crash.
+//!
+//! [`verify`] checks a ledger offline and names the first entry that was
+//! altered, removed or moved, and any checkpoint whose signature or hash
+//! does not match.
+
+use ring::rand::SystemRandom;
+use ring::signature::{Ed25519KeyPair, KeyPair, UnparsedPublicKey, ED25519};
+use sha2::{Digest, Sha256};
+use sqlx::{Row, SqlitePool};
+use std::path::Path;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+
+/// How often queued entries are written.
+pub const FLUSH_EVERY: Duration = Duration::from_millis(50);
+/// A checkpoint is signed after this many entries (or [`CHECKPOINT_AFTER`]).
+const CHECKPOINT_ENTRIES: u64 = 1_000;
+/// ...or after this long with unsigned entries.
+const CHECKPOINT_AFTER: Duration = Duration::from_secs(10);
+const MAX_PAYLOAD: usize = 64 << 10;
+const DOMAIN: &[u8] = b"chasqui-ledger-checkpoint";
+
+/// Where an appended entry sits.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Receipt {
+    /// The entry's position.
+    pub position: u64,
+    /// Its chained hash, lowercase hex.
+    pub hash: String,
+}
+
+/// Why an append or a flush failed.
+#[derive(Debug, thiserror::Error)]
+pub enum LedgerError {
+    /// The entry breaks a rule (kind, payload).
+    #[error("{0}")]
+    Invalid(String),
+    /// The store failed.
+    #[error("ledger storage failed: {0}")]
+    Store(#[from] sqlx::Error),
+    /// The node key could not be read or made.
+    #[error("ledger key: {0}")]
+    Key(String),
+}
+
+struct Pending {
+    position: u64,
+    at_ms: i64,
+    kind: String,
+    actor: String,
+    request_id: String,
+    payload: String,
+    prev_hash: [u8; 32],
+    hash: [u8; 32],
+}
+
+struct Chain {
+    next: u64,
+    last_hash: [u8; 32],
+    queue: Vec<Pending>,
+    unsigned: u64,
+    last_checkpoint: Instant,
+}
+
+/// The ledger of one node.
+pub struct Ledger {
+    chain: Mutex<Chain>,
+    /// Serialises flushes so batches are written in order.
+    flushing: tokio::sync::Mutex<()>,
+    pool: SqlitePool,
+    key: Ed25519KeyPair,
+    public_hex: String,
+}
+
+/// Lowercase hexadecimal.
+pub fn hex(bytes: &[u8]) -> String {
+    let mut s = String::with_capacity(bytes.len() * 2);
+    for b in bytes {
+        s.push(char::from_digit(u32::from(b >> 4), 16).unwrap_or('0'));
+        s.push(char::from_digit(u32::from(b & 0xf), 16).unwrap_or('0'));
+    }
+    s
+}
+
+fn unhex(s: &str) -> Option<Vec<u8>> {
+    if s.len() % 2 != 0 {
+        return None;
+    }
+    (0..s.len())
+        .step_by(2)
+        .map(|i| u8::from_str_radix(s.get(i..i + 2)?, 16).ok())
+        .collect()
+}
+
+/// The chained hash of an entry.
+pub fn entry_hash(
+    prev: &[u8; 32],
+    position: u64,
+    at_ms: i64,
+    kind: &str,
+    actor: &str,
+    request_id: &str,
+    payload: &str,
+) -> [u8; 32] {
+    let mut h = Sha256::new();
+    h.update(prev);
+    h.update(position.to_be_bytes());
+    h.update(at_ms.to_be_bytes());
+    for field in [kind, actor, request_id, payload] {
+        // Length prefixes keep field boundaries unambiguous.
+        h.update((field.len() as u64).to_be_bytes());
+        h.update(field.as_bytes());
+    }
+    h.finalize().into()
+}
+
+fn checkpoint_message(position: u64, hash: &[u8]) -> Vec<u8> {
+    let mut m = Vec::with_capacity(DOMAIN.len() + 8 + hash.len());
+    m.extend_from_slice(DOMAIN);
+    m.extend_from_slice(&position.to_be_bytes());
+    m.extend_from_slice(hash);
+    m
+}
+
+fn now_ms() -> i64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map_or(0, |d| d.as_millis() as i64)
+}
+
+/// Loads the node's Ed25519 key from `path`, creating it (0600) if absent.
+fn node_key(path: &Path) -> Result<Ed25519KeyPair, LedgerError> {
+    let key_err = |e: String| LedgerError::Key(format!("{}: {e}", path.display()));
+    if !path.exists() {
+        let pkcs8 = Ed25519KeyPair::generate_pkcs8(&SystemRandom::new())
+            .map_err(|e| key_err(e.to_string()))?;
+        use std::io::Write;
+        use std::os::unix::fs::OpenOptionsExt;
+        let mut f = std::fs::OpenOptions::new()
+            .write(true)
+            .create_new(true)
+            .mode(0o600)
+            .open(path)
+            .map_err(|e| key_err(e.to_string()))?;
+        f.write_all(pkcs8.as_ref())
+            .map_err(|e| key_err(e.to_string()))?;
+    }
+    let bytes = std::fs::read(path).map_err(|e| key_err(e.to_string()))?;
+    Ed25519KeyPair::from_pkcs8(&bytes).map_err(|e| key_err(e.to_string()))
+}
+
+impl Ledger {
+    /// Opens the ledger in the store, continuing its chain, with the node
+    /// key at `key_path`.
+    pub async fn open(pool: SqlitePool, key_path: &Path) -> Result<Arc<Ledger>, LedgerError> {
+        let key = node_key(key_path)?;
+        let last =
+            sqlx::query("SELECT position, hash FROM ledger_entries ORDER BY position DESC LIMIT 1")
+                .fetch_optional(&pool)
+                .await?;
+        let (next, last_hash) = match last {
+            Some(row) => {
+                let position: i64 = row.try_get(0)?;
+                let hash: String = row.try_get(1)?;
+                let bytes = unhex(&hash).filter(|b| b.len() == 32).ok_or_else(|| {
+                    LedgerError::Invalid(format!(
+                        "the stored hash of entry {position} is not a SHA-256"
+                    ))
+                })?;
+                let mut last_hash = [0u8; 32];
+                last_hash.copy_from_slice(&bytes);
+                (position as u64 + 1, last_hash)
+            }
+            None => (0, [0u8; 32]),
+        };
+        let public_hex = hex(key.public_key().as_ref());
+        Ok(Arc::new(Ledger {
+            chain: Mutex::new(Chain {
+                next,
+                last_hash,
+                queue: Vec::new(),
+                unsigned: 0,
+                last_checkpoint: Instant::now(),
+            }),
+            flushing: tokio::sync::Mutex::new(()),
+            pool,
+            key,
+            public_hex,
+        }))
+    }
+
+    /// Appends an entry; its position and hash are final at once.
+    pub fn append(
+        &self,
+        kind: &str,
+        actor: &str,
+        request_id: &str,
+        payload_json: &str,
+    ) -> Result<Receipt, LedgerError> {
+        let kind_ok = !kind.is_empty()
+            && kind.len() <= 64
+            && kind
+                .bytes()
+                .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b".-_".contains(&b));
+        if !kind_ok {
+            return Err(LedgerError::Invalid(format!(
+                "kind `{}` must be [a-z0-9._-], 1 to 64 bytes",
+                kind.escape_debug()
+            )));
+        }
+        if payload_json.len() > MAX_PAYLOAD {
+            return Err(LedgerError::Invalid(format!(
+                "payload of {} bytes exceeds {MAX_PAYLOAD}",
+                payload_json.len()
+            )));
+        }
+        if serde_json::from_str::<serde::de::IgnoredAny>(payload_json).is_err() {
+            return Err(LedgerError::Invalid("payload is not JSON".into()));
+        }
+        let at_ms = now_ms();
+        let mut chain = self.chain.lock().unwrap_or_else(|p| p.into_inner());
+        let position = chain.next;
+        let prev_hash = chain.last_hash;
+        let hash = entry_hash(
+            &prev_hash,
+            position,
+            at_ms,
+            kind,
+            actor,
+            request_id,
+            payload_json,
+        );
+        chain.queue.push(Pending {
+            position,
+            at_ms,
+            kind: kind.to_string(),
+            actor: actor.to_string(),
+            request_id: request_id.to_string(),
+            payload: payload_json.to_string(),
+            prev_hash,
+            hash,
+        });
+        chain.next += 1;
+        chain.last_hash = hash;
+        Ok(Receipt {
+            position,
+            hash: hex(&hash),
+        })
+    }
+
+    /// Writes every queued entry (and a checkpoint when one is due) in one
+    /// transaction; returns how many entries were written.
+    pub async fn flush(&self) -> Result<usize, LedgerError> {
+        let _order = self.flushing.lock().await;
+        let (batch, checkpoint) = {
+            let mut chain = self.chain.lock().unwrap_or_else(|p| p.into_inner());
+            let batch = std::mem::take(&mut chain.queue);
+            chain.unsigned += batch.len() as u64;
+            let due = chain.unsigned > 0
+                && (chain.unsigned >= CHECKPOINT_ENTRIES
+                    || chain.last_checkpoint.elapsed() >= CHECKPOINT_AFTER);
+            let checkpoint = (due && !batch.is_empty()).then(|| (chain.next - 1, chain.last_hash));
+            (batch, checkpoint)
+        };
+        if batch.is_empty() {
+            return Ok(0);
+        }
+        match self.write(&batch, checkpoint).await {
+            Ok(()) => {
+                if checkpoint.is_some() {
+                    let mut chain = self.chain.lock().unwrap_or_else(|p| p.into_inner());
+                    chain.unsigned = 0;
+                    chain.last_checkpoint = Instant::now();
+                }
+                Ok(batch.len())
+            }
+            Err(e) => {
+                // Put the batch back in front, in order, for the next flush.
+                let mut chain = self.chain.lock().unwrap_or_else(|p| p.into_inner());
+                let newer = std::mem::replace(&mut chain.queue, batch);
+                chain.queue.extend(newer);
+                Err(e)
+            }
+        }
+    }
+
+    /// Signs a checkpoint now over everything appended so far, then flushes.
+    pub async fn checkpoint(&self) -> Result<(), LedgerError> {
+        {
+            let mut chain = self.chain.lock().unwrap_or_else(|p| p.into_inner());
+            chain.unsigned = chain.unsigned.max(CHECKPOINT_ENTRIES);
+        }
+        self.flush().await.map(|_| ())
+    }
+
+    async fn write(
+        &self,
+        batch: &[Pending],
+        checkpoint: Option<(u64, [u8; 32])>,
+    ) -> Result<(), LedgerError> {
+        let mut tx = self.pool.begin().await?;
+        for e in batch {
+            sqlx::query(
+                "INSERT INTO ledger_entries (position, at_ms, kind, actor, request_id, payload, prev_hash, hash)
+                 VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
+            )
+            .bind(e.position as i64)
+            .bind(e.at_ms)
+            .bind(&e.kind)
+            .bind(&e.actor)
+            .bind(&e.request_id)
+            .bind(&e.payload)
+            .bind(hex(&e.prev_hash))
+            .bind(hex(&e.hash))
+            .execute(&mut *tx)
+            .await?;
+        }
+        if let Some((position, hash)) = checkpoint {
+            let signature = self.key.sign(&checkpoint_message(position, &hash));
+            sqlx::query(
+                "INSERT INTO ledger_checkpoints (position, hash, at_ms, public_key, signature) VALUES (?, ?, ?, ?, ?)
+                 ON CONFLICT (position) DO NOTHING",
+            )
+            .bind(position as i64)
+            .bind(hex(&hash))
+            .bind(now_ms())
+            .bind(&self.public_hex)
+            .bind(hex(signature.as_ref()))
+            .execute(&mut *tx)
+            .await?;
+        }
+        tx.commit().await?;
+        Ok(())
+    }
+
+    /// Flushes every [`FLUSH_EVERY`] on the current runtime, forever.
+    pub fn spawn_flusher(self: &Arc<Self>) {
+        let ledger = self.clone();
+        tokio::spawn(async move {
+            let mut tick = tokio::time::interval(FLUSH_EVERY);
+            tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+            loop {
+                tick.tick().await;
+                if let Err(e) = ledger.flush().await {
+                    tracing::error!(error = %e, "ledger flush failed; will retry");
+                }
+            }
+        });
+    }
+}
+
+/// The result of checking a ledger.
+#[derive(Debug, Default)]
+pub struct Verification {
+    /// Entries read.
+    pub entries: u64,
+    /// Checkpoints whose signature and hash matched.
+    pub checkpoints: u64,
+    /// The first problem found, if any.
+    pub problem: Option<String>,
+}
+
+/// Checks a ledger offline: the chain from the first entry, then every
+/// checkpoint's signature and hash.
+pub async fn verify(pool: &SqlitePool) -> Result<Verification, sqlx::Error> {
+    let rows = sqlx::query(
+        "SELECT position, at_ms, kind, actor, request_id, payload, prev_hash, hash FROM ledger_entries ORDER BY position",
+    )
+    .fetch_all(pool)
+    .await?;
+    let mut report = Verification::default();
+    let mut expected: u64 = 0;
+    let mut last_hash = [0u8; 32];
+    let mut hashes = std::collections::HashMap::new();
+    for row in &rows {
+        let position = row.try_get::<i64, _>(0)? as u64;
+        let at_ms: i64 = row.try_get(1)?;
+        let (kind, actor, request_id, payload): (String, String, String, String) = (
+            row.try_get(2)?,
+            row.try_get(3)?,
+            row.try_get(4)?,
+            row.try_get(5)?,
+        );
+        let prev: String = row.try_get(6)?;
+        let stored: String = row.try_get(7)?;
+        report.entries += 1;
+        if report.problem.is_some() {
+            continue;
+        }
+        if position != expected {
+            report.problem = Some(format!("entry {expected} is missing (removed)"));
+            continue;
+        }
+        let prev_bytes: [u8; 32] = unhex(&prev)
+            .and_then(|b| b.try_into().ok())
+            .unwrap_or([0xff; 32]);
+        let recomputed = entry_hash(
+            &prev_bytes,
+            position,
+            at_ms,
+            &kind,
+            &actor,
+            &request_id,
+            &payload,
+        );
+        if hex(&recomputed) != stored {
+            let moved = [position.wrapping_sub(1), position + 1].iter().any(|&p| {
+                hex(&entry_hash(
+                    &prev_bytes,
+                    p,
+                    at_ms,
+                    &kind,
+                    &actor,
+                    &request_id,
+                    &payload,
+                )) == stored
+            });
+            report.problem = Some(if moved {
+                format!("entry {position} was moved (reordered)")
+            } else {
+                format!("entry {position} was altered")
+            });
+            continue;
+        }
+        if prev_bytes != last_hash {
+            report.problem = Some(format!(
+                "entry {position} does not follow entry {} (chain broken)",
+                position.wrapping_sub(1)
+            ));
+            continue;
+        }
+        last_hash = recomputed;
+        hashes.insert(position, stored);
+        expected += 1;
+    }
+    let checkpoints = sqlx::query(
+        "SELECT position, hash, public_key, signature FROM ledger_checkpoints ORDER BY position",
+    )
+    .fetch_all(pool)
+    .await?;
+    for row in checkpoints {
+        let position = row.try_get::<i64, _>(0)? as u64;
+        let (hash, public_key, signature): (String, String, String) =
+            (row.try_get(1)?, row.try_get(2)?, row.try_get(3)?);
+        let signed = match (unhex(&hash), unhex(&public_key), unhex(&signature)) {
+            (Some(h), Some(pk), Some(sig)) => UnparsedPublicKey::new(&ED25519, pk)
+                .verify(&checkpoint_message(position, &h), &sig)
+                .is_ok(),
+            _ => false,
+        };
+        if !signed {
+            report.problem.get_or_insert(format!(
+                "checkpoint at entry {position} has an invalid signature"
+            ));
+        } else if report.problem.is_none() && hashes.get(&position) != Some(&hash) {
+            report.problem = Some(format!(
+                "checkpoint at entry {position} does not match the ledger"
+            ));
+        } else {
+            report.checkpoints += 1;
+        }
+    }
+    Ok(report)
+}
+
+impl crate::plugin::EvidenceSink for Ledger {
+    fn append(
+        &self,
+        kind: &str,
+        actor: &str,
+        request_id: &str,
+        payload_json: &str,
+    ) -> Result<(u64, String), String> {
+        Ledger::append(self, kind, actor, request_id, payload_json)
+            .map(|r| (r.position, r.hash))
+            .map_err(|e| e.to_string())
+    }
+}
