@@ -15,6 +15,7 @@
 //! altered, removed or moved, and any checkpoint whose signature or hash
 //! does not match.
 
+pub use crate::hex;
 use ring::rand::SystemRandom;
 use ring::signature::{Ed25519KeyPair, KeyPair, UnparsedPublicKey, ED25519};
 use sha2::{Digest, Sha256};
@@ -82,16 +83,6 @@ pub struct Ledger {
     pool: SqlitePool,
     key: Ed25519KeyPair,
     public_hex: String,
-}
-
-/// Lowercase hexadecimal.
-pub fn hex(bytes: &[u8]) -> String {
-    let mut s = String::with_capacity(bytes.len() * 2);
-    for b in bytes {
-        s.push(char::from_digit(u32::from(b >> 4), 16).unwrap_or('0'));
-        s.push(char::from_digit(u32::from(b & 0xf), 16).unwrap_or('0'));
-    }
-    s
 }
 
 fn unhex(s: &str) -> Option<Vec<u8>> {

@@ -21,3 +21,14 @@ pub mod stage;
 pub mod state;
 pub mod tls;
 pub mod upstream;
+
+/// Lowercase hexadecimal of `bytes` (request ids, hashes, keys).
+pub fn hex(bytes: &[u8]) -> String {
+    const DIGITS: &[u8; 16] = b"0123456789abcdef";
+    let mut s = String::with_capacity(bytes.len() * 2);
+    for b in bytes {
+        s.push(char::from(DIGITS[usize::from(b >> 4)]));
+        s.push(char::from(DIGITS[usize::from(b & 0xf)]));
+    }
+    s
+}

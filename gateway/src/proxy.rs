@@ -88,12 +88,7 @@ pub struct RequestCtx {
 fn new_request_id() -> String {
     let mut raw = [0u8; 16];
     rand::rng().fill_bytes(&mut raw);
-    let mut out = String::with_capacity(32);
-    for b in raw {
-        out.push(char::from_digit(u32::from(b >> 4), 16).unwrap_or('0'));
-        out.push(char::from_digit(u32::from(b & 0xf), 16).unwrap_or('0'));
-    }
-    out
+    crate::hex(&raw)
 }
 
 /// An error that carries the problem to answer with.

@@ -18,10 +18,7 @@ fn artifact_path(engine: &Engine, bytes: &[u8], dir: &Path) -> PathBuf {
     let mut hasher = std::hash::DefaultHasher::new();
     engine.precompile_compatibility_hash().hash(&mut hasher);
     let engine_hash = hasher.finish();
-    let mut name = String::with_capacity(90);
-    for b in &content[..16] {
-        name.push_str(&format!("{b:02x}"));
-    }
+    let mut name = crate::hex(&content[..16]);
     name.push_str(&format!("-{engine_hash:016x}.cwasm"));
     dir.join(name)
 }
