@@ -796,83 +796,79 @@ impl PluginInstance {
         self.guard("on-request-end", r)
     }
 
-    fn check_response(&mut self, response: &Response) -> Result<(), PluginError> {
-        if !(200..=599).contains(&response.status) {
-            return Err(self.breach(format!("answered with status {}", response.status)));
-        }
-        if response.body.len() > self.limits.max_output_bytes {
-            return Err(self.breach(format!(
-                "answered with {} bytes (limit {})",
-                response.body.len(),
-                self.limits.max_output_bytes
-            )));
-        }
-        self.check_headers(&response.headers)
-    }
-
-    fn check_headers(&mut self, headers: &[Header]) -> Result<(), PluginError> {
-        if headers.len() > self.limits.max_headers {
-            return Err(self.breach(format!(
-                "set {} header fields (limit {})",
-                headers.len(),
-                self.limits.max_headers
-            )));
-        }
-        for h in headers {
-            if http::HeaderName::from_bytes(h.name.as_bytes()).is_err()
-                || http::HeaderValue::from_str(&h.value).is_err()
-            {
-                return Err(self.breach(format!(
-                    "set an invalid header field `{}`",
-                    h.name.escape_debug()
-                )));
-            }
-        }
-        Ok(())
-    }
-
+    /// Checks a result against the contract; a breach marks the instance
+    /// broken. The checks borrow nothing mutably, so results are not copied.
     fn check_headers_action(
         &mut self,
         action: HeadersAction,
     ) -> Result<HeadersAction, PluginError> {
-        match &action {
-            HeadersAction::Continue => {}
+        let verdict = match &action {
+            HeadersAction::Continue => Ok(()),
             HeadersAction::Modify(changes) => {
-                let set = changes.set.clone();
-                self.check_headers(&set)?;
-                if changes.remove.len() > self.limits.max_headers {
-                    return Err(self.breach(format!(
-                        "removed {} header fields (limit {})",
-                        changes.remove.len(),
-                        self.limits.max_headers
-                    )));
-                }
+                check_headers(&self.limits, &changes.set).and_then(|()| {
+                    if changes.remove.len() > self.limits.max_headers {
+                        Err(format!(
+                            "removed {} header fields (limit {})",
+                            changes.remove.len(),
+                            self.limits.max_headers
+                        ))
+                    } else {
+                        Ok(())
+                    }
+                })
             }
-            HeadersAction::Respond(response) => {
-                let response = response.clone();
-                self.check_response(&response)?;
-            }
-        }
-        Ok(action)
+            HeadersAction::Respond(response) => check_response(&self.limits, response),
+        };
+        verdict.map(|()| action).map_err(|m| self.breach(m))
     }
 
     fn check_body_action(&mut self, action: BodyAction) -> Result<BodyAction, PluginError> {
-        match &action {
-            BodyAction::Continue => {}
-            BodyAction::Replace(bytes) => {
-                if bytes.len() > self.limits.max_output_bytes {
-                    let n = bytes.len();
-                    return Err(self.breach(format!(
-                        "replaced a chunk with {n} bytes (limit {})",
-                        self.limits.max_output_bytes
-                    )));
-                }
+        let verdict = match &action {
+            BodyAction::Continue => Ok(()),
+            BodyAction::Replace(bytes) if bytes.len() > self.limits.max_output_bytes => {
+                Err(format!(
+                    "replaced a chunk with {} bytes (limit {})",
+                    bytes.len(),
+                    self.limits.max_output_bytes
+                ))
             }
-            BodyAction::Respond(response) => {
-                let response = response.clone();
-                self.check_response(&response)?;
-            }
-        }
-        Ok(action)
+            BodyAction::Replace(_) => Ok(()),
+            BodyAction::Respond(response) => check_response(&self.limits, response),
+        };
+        verdict.map(|()| action).map_err(|m| self.breach(m))
+    }
+}
+
+fn check_response(limits: &Limits, response: &Response) -> Result<(), String> {
+    if !(200..=599).contains(&response.status) {
+        return Err(format!("answered with status {}", response.status));
+    }
+    if response.body.len() > limits.max_output_bytes {
+        return Err(format!(
+            "answered with {} bytes (limit {})",
+            response.body.len(),
+            limits.max_output_bytes
+        ));
+    }
+    check_headers(limits, &response.headers)
+}
+
+fn check_headers(limits: &Limits, headers: &[Header]) -> Result<(), String> {
+    if headers.len() > limits.max_headers {
+        return Err(format!(
+            "set {} header fields (limit {})",
+            headers.len(),
+            limits.max_headers
+        ));
+    }
+    match headers.iter().find(|h| {
+        http::HeaderName::from_bytes(h.name.as_bytes()).is_err()
+            || http::HeaderValue::from_str(&h.value).is_err()
+    }) {
+        Some(bad) => Err(format!(
+            "set an invalid header field `{}`",
+            bad.name.escape_debug()
+        )),
+        None => Ok(()),
     }
 }
