@@ -35,6 +35,8 @@ pub struct Seen {
     pub path: String,
     pub headers: HashMap<String, Vec<String>>,
     pub body: Bytes,
+    /// When the request arrived.
+    pub at: Instant,
 }
 
 impl Seen {
@@ -205,6 +207,7 @@ async fn echo(
         path: path.clone(),
         headers,
         body,
+        at: Instant::now(),
     });
     arrived.notify_waiters();
     if let Behavior::Delay(d) = behavior {
@@ -259,6 +262,7 @@ async fn drop_after_request(
                 path,
                 headers,
                 body: Bytes::new(),
+                at: Instant::now(),
             });
             arrived.notify_waiters();
             let _ = stream.shutdown().await;
@@ -441,6 +445,15 @@ impl Gateway {
         std::fs::rename(&tmp, &path).unwrap();
         let status = Command::new("kill")
             .args(["-HUP", &self.pid().to_string()])
+            .status()
+            .unwrap();
+        assert!(status.success());
+    }
+
+    /// Sends SIGKILL: the process gets no chance to flush anything.
+    pub fn kill(&self) {
+        let status = Command::new("kill")
+            .args(["-KILL", &self.pid().to_string()])
             .status()
             .unwrap();
         assert!(status.success());
