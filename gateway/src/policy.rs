@@ -12,6 +12,9 @@ use std::time::Duration;
 /// The text of `policies/default.yaml`.
 pub const DEFAULT_POLICY: &str = include_str!("../../policies/default.yaml");
 
+/// The JSON Schema of policy files, `policies/policy.schema.json`.
+pub const POLICY_SCHEMA: &str = include_str!("../../policies/policy.schema.json");
+
 /// A loaded policy.
 #[derive(Debug, Clone, Deserialize, PartialEq)]
 #[serde(deny_unknown_fields)]
@@ -167,9 +170,67 @@ pub enum PolicyError {
     },
 }
 
+/// Validates a policy text against [`POLICY_SCHEMA`], naming each failing
+/// path and, where it can be found, its line.
+fn check_schema(text: &str, origin: &str) -> Result<(), PolicyError> {
+    let invalid = |message: String| PolicyError::Invalid {
+        origin: origin.to_string(),
+        message,
+    };
+    let value: serde_json::Value =
+        serde_yaml::from_str(text).map_err(|e| invalid(e.to_string()))?;
+    let schema: serde_json::Value =
+        serde_json::from_str(POLICY_SCHEMA).map_err(|e| invalid(format!("policy schema: {e}")))?;
+    let validator =
+        jsonschema::validator_for(&schema).map_err(|e| invalid(format!("policy schema: {e}")))?;
+    let errors: Vec<String> = validator
+        .iter_errors(&value)
+        .map(|e| {
+            let mut path = e.instance_path().to_string();
+            // An unknown key is reported at its parent; point at the key itself.
+            if let jsonschema::error::ValidationErrorKind::AdditionalProperties { unexpected } =
+                e.kind()
+            {
+                if let Some(first) = unexpected.first() {
+                    path = format!("{path}/{first}");
+                }
+            }
+            let at = if path.is_empty() {
+                "/".to_string()
+            } else {
+                path.clone()
+            };
+            match line_of(text, &path) {
+                Some(line) => format!("line {line}, at {at}: {e}"),
+                None => format!("at {at}: {e}"),
+            }
+        })
+        .collect();
+    if errors.is_empty() {
+        Ok(())
+    } else {
+        Err(invalid(errors.join("; ")))
+    }
+}
+
+/// Best-effort line of a JSON pointer in a YAML text: the line of the last
+/// named key on the path (for an unknown key, the line where it appears).
+fn line_of(text: &str, pointer: &str) -> Option<usize> {
+    let key = pointer
+        .rsplit('/')
+        .find(|s| !s.is_empty() && s.parse::<usize>().is_err())?;
+    text.lines()
+        .position(|l| {
+            let t = l.trim_start().trim_start_matches("- ");
+            t.starts_with(&format!("{key}:"))
+        })
+        .map(|i| i + 1)
+}
+
 impl Policy {
     /// Parses and checks a policy text; `origin` names it in errors.
     pub fn parse(text: &str, origin: &str) -> Result<Policy, PolicyError> {
+        check_schema(text, origin)?;
         let policy: Policy = serde_yaml::from_str(text).map_err(|e| PolicyError::Invalid {
             origin: origin.to_string(),
             message: e.to_string(),
@@ -256,6 +317,30 @@ mod tests {
     use super::*;
 
     #[test]
+    fn the_schema_catches_bad_values_with_their_path_and_line() {
+        let text = "version: 1\nplugins:\n  - name: Bad_Name\n    component: x.wasm\n    isolation: sometimes\n";
+        let msg = Policy::parse(text, "p.yaml").unwrap_err().to_string();
+        assert!(
+            msg.contains("/plugins/0/name") && msg.contains("line 3"),
+            "{msg}"
+        );
+        assert!(
+            msg.contains("/plugins/0/isolation") && msg.contains("line 5"),
+            "{msg}"
+        );
+        let msg = Policy::parse(
+            "version: 1\nlimits:\n  max_request_header_bytes: 10\n",
+            "p.yaml",
+        )
+        .unwrap_err()
+        .to_string();
+        assert!(
+            msg.contains("max_request_header_bytes") && msg.contains("line 3"),
+            "{msg}"
+        );
+    }
+
+    #[test]
     fn the_shipped_default_policy_loads() {
         let p = Policy::default_policy().unwrap();
         assert_eq!(p.limits.max_request_body_bytes, 10 << 20);
@@ -272,7 +357,7 @@ mod tests {
             "{msg}"
         );
         let err = Policy::parse("version: 2\n", "p.yaml").unwrap_err();
-        assert!(err.to_string().contains("unsupported policy version"));
+        assert!(err.to_string().contains("/version"), "{err}");
         let err =
             Policy::parse("version: 1\nupstream:\n  read_timeout_ms: 0\n", "p.yaml").unwrap_err();
         assert!(err.to_string().contains("read_timeout_ms"));
