@@ -166,3 +166,60 @@ async fn the_chain_continues_across_a_restart() {
         second.hash
     );
 }
+
+#[tokio::test]
+async fn receipts_are_verified_against_signed_checkpoints() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = store(dir.path()).await;
+    let ledger = Ledger::open(store.pool().clone(), &dir.path().join("ledger-ed25519.pk8"))
+        .await
+        .unwrap();
+    let receipts: Vec<_> = (0..6)
+        .map(|i| {
+            ledger
+                .append("doc.approval", "plugin:t", "", &format!("{{\"i\":{i}}}"))
+                .unwrap()
+        })
+        .collect();
+    ledger.checkpoint().await.unwrap();
+    let late = ledger
+        .append("doc.approval", "plugin:t", "", "{\"i\":6}")
+        .unwrap();
+    ledger.flush().await.unwrap();
+    let check = |position: u64, hash: String| {
+        let out = Command::new(CHASQUI)
+            .args([
+                "audit",
+                "receipt",
+                "--position",
+                &position.to_string(),
+                "--hash",
+                &hash,
+                "--data-dir",
+            ])
+            .arg(dir.path())
+            .output()
+            .unwrap();
+        (
+            out.status.code(),
+            String::from_utf8_lossy(&out.stdout).trim().to_string(),
+        )
+    };
+    let (code, out) = check(2, receipts[2].hash.clone());
+    assert_eq!(code, Some(0), "{out}");
+    assert!(out.contains("covered by checkpoint 5"), "{out}");
+    let (code, out) = check(2, receipts[3].hash.clone());
+    assert_eq!(code, Some(1), "{out}");
+    assert!(out.contains("does not hash"), "{out}");
+    let (code, out) = check(late.position, late.hash.clone());
+    assert_eq!(code, Some(2), "{out}");
+    // Tampering with an entry between the receipt and the checkpoint breaks it.
+    exec(
+        &store,
+        "UPDATE ledger_entries SET payload = '{\"i\":40}' WHERE position = 4",
+    )
+    .await;
+    let (code, out) = check(2, receipts[2].hash.clone());
+    assert_eq!(code, Some(1), "{out}");
+    assert!(out.contains("does not reach checkpoint 5"), "{out}");
+}

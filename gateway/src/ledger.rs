@@ -479,3 +479,114 @@ impl crate::plugin::EvidenceSink for Ledger {
             .map_err(|e| e.to_string())
     }
 }
+
+/// What checking a receipt found.
+#[derive(Debug, PartialEq, Eq)]
+pub enum ReceiptCheck {
+    /// The entry holds the receipt's hash and is covered by a checkpoint
+    /// whose signature verifies.
+    Valid {
+        /// Position of the covering checkpoint.
+        checkpoint: u64,
+        /// Hex Ed25519 public key that signed it.
+        signed_by: String,
+    },
+    /// The entry matches, but no checkpoint covers it yet.
+    NotYetCheckpointed,
+    /// The receipt does not match the ledger; the text says why.
+    Invalid(String),
+}
+
+/// Checks a receipt (position and hash) against the ledger: the entry's
+/// content must hash to it, and the chain from it must reach the hash of a
+/// signed checkpoint.
+pub async fn verify_receipt(
+    pool: &SqlitePool,
+    position: u64,
+    hash: &str,
+) -> Result<ReceiptCheck, sqlx::Error> {
+    let checkpoint = sqlx::query(
+        "SELECT position, hash, public_key, signature FROM ledger_checkpoints WHERE position >= ? ORDER BY position LIMIT 1",
+    )
+    .bind(position as i64)
+    .fetch_optional(pool)
+    .await?;
+    let last = checkpoint
+        .as_ref()
+        .map(|c| c.try_get::<i64, _>(0))
+        .transpose()?
+        .unwrap_or(position as i64);
+    let rows = sqlx::query(
+        "SELECT position, at_ms, kind, actor, request_id, payload, prev_hash, hash FROM ledger_entries
+         WHERE position >= ? AND position <= ? ORDER BY position",
+    )
+    .bind(position as i64)
+    .bind(last)
+    .fetch_all(pool)
+    .await?;
+    let mut running: Option<[u8; 32]> = None;
+    for (expected, row) in (position..).zip(rows.iter()) {
+        let p = row.try_get::<i64, _>(0)? as u64;
+        if p != expected {
+            return Ok(ReceiptCheck::Invalid(format!(
+                "entry {expected} is missing"
+            )));
+        }
+        let prev: String = row.try_get(6)?;
+        let prev_bytes: [u8; 32] = match running {
+            Some(h) => h,
+            None => unhex(&prev)
+                .and_then(|b| b.try_into().ok())
+                .unwrap_or([0xff; 32]),
+        };
+        let computed = entry_hash(
+            &prev_bytes,
+            p,
+            row.try_get(1)?,
+            &row.try_get::<String, _>(2)?,
+            &row.try_get::<String, _>(3)?,
+            &row.try_get::<String, _>(4)?,
+            &row.try_get::<String, _>(5)?,
+        );
+        if p == position && hex(&computed) != hash {
+            return Ok(ReceiptCheck::Invalid(format!(
+                "entry {position} does not hash to the receipt's hash"
+            )));
+        }
+        running = Some(computed);
+    }
+    if rows.is_empty() {
+        return Ok(ReceiptCheck::Invalid(format!(
+            "there is no entry {position}"
+        )));
+    }
+    let Some(cp) = checkpoint else {
+        return Ok(ReceiptCheck::NotYetCheckpointed);
+    };
+    let (cp_position, cp_hash, public_key, signature): (i64, String, String, String) = (
+        cp.try_get(0)?,
+        cp.try_get(1)?,
+        cp.try_get(2)?,
+        cp.try_get(3)?,
+    );
+    if running.map(|h| hex(&h)) != Some(cp_hash.clone()) {
+        return Ok(ReceiptCheck::Invalid(format!(
+            "the chain from entry {position} does not reach checkpoint {cp_position}"
+        )));
+    }
+    let signed = match (unhex(&cp_hash), unhex(&public_key), unhex(&signature)) {
+        (Some(h), Some(pk), Some(sig)) => UnparsedPublicKey::new(&ED25519, pk)
+            .verify(&checkpoint_message(cp_position as u64, &h), &sig)
+            .is_ok(),
+        _ => false,
+    };
+    if !signed {
+        return Ok(ReceiptCheck::Invalid(format!(
+            "checkpoint {cp_position} has an invalid signature"
+        )));
+    }
+    Ok(ReceiptCheck::Valid {
+        checkpoint: cp_position as u64,
+        signed_by: public_key,
+    })
+}

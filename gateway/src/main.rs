@@ -61,6 +61,18 @@ enum AuditCommand {
         #[command(flatten)]
         store: StoreArgs,
     },
+    /// Check a receipt (ledger position and hash) against the ledger and its
+    /// signed checkpoints.
+    Receipt {
+        /// The entry's position.
+        #[arg(long)]
+        position: u64,
+        /// The entry's hash (lowercase hex).
+        #[arg(long)]
+        hash: String,
+        #[command(flatten)]
+        store: StoreArgs,
+    },
 }
 
 #[derive(Subcommand)]
@@ -231,6 +243,33 @@ fn run(command: Command) -> anyhow::Result<ExitCode> {
                 }
             }
         }),
+        Command::Audit(AuditCommand::Receipt {
+            position,
+            hash,
+            store,
+        }) => {
+            block_on(async move {
+                use chasqui::ledger::ReceiptCheck;
+                let store = open(&store).await?;
+                match chasqui::ledger::verify_receipt(store.pool(), position, &hash).await? {
+                    ReceiptCheck::Valid {
+                        checkpoint,
+                        signed_by,
+                    } => {
+                        println!("receipt valid: entry {position} is covered by checkpoint {checkpoint} signed by {signed_by}");
+                        Ok(ExitCode::SUCCESS)
+                    }
+                    ReceiptCheck::NotYetCheckpointed => {
+                        println!("receipt matches entry {position}, but no signed checkpoint covers it yet");
+                        Ok(ExitCode::from(2))
+                    }
+                    ReceiptCheck::Invalid(why) => {
+                        println!("receipt invalid: {why}");
+                        Ok(ExitCode::FAILURE)
+                    }
+                }
+            })
+        }
         Command::Plugin(PluginCommand::Build {
             crate_dir,
             out,
