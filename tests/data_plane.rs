@@ -685,3 +685,46 @@ async fn health_endpoints_answer_without_a_token() {
     )
     .await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn over_the_rate_limit_answers_429_with_retry_after_and_ratelimit_fields() {
+    let up = Upstream::start("up", Behavior::Echo).await;
+    let cat = catalog(
+        &[("a", 1, &format!("\"{}\"", up.url()), ""), ("b", 1, &format!("\"{}\"", up.url()), "")],
+        "      - {service: a/v1, environments: [pruebas]}\n      - {service: b/v1, environments: [pruebas]}\n",
+        "",
+    );
+    let policy = format!("{TEST_POLICY}rate_limit: {{requests_per_second: 1, burst: 3}}\n");
+    let gw = Gateway::start_with_policy(&cat, &policy).await;
+    let t = gw.token("test");
+    for i in 0..3 {
+        assert_eq!(
+            gw.get(&format!("/a/v1/{i}"), t).await.status(),
+            200,
+            "within the burst"
+        );
+    }
+    let resp = gw.get("/a/v1/over", t).await;
+    let retry_after: u64 = resp.headers()["retry-after"]
+        .to_str()
+        .unwrap()
+        .parse()
+        .unwrap();
+    assert!(retry_after >= 1);
+    assert_eq!(
+        resp.headers()["ratelimit-policy"],
+        "\"consumer-service\";q=1;w=1"
+    );
+    assert!(resp.headers()["ratelimit"]
+        .to_str()
+        .unwrap()
+        .starts_with("\"consumer-service\";r=0;t="));
+    assert_problem(resp, 429, "rate-limited").await;
+    assert_eq!(
+        up.count(),
+        3,
+        "the refused request never reached the upstream"
+    );
+    // Each consumer x service pair has its own budget.
+    assert_eq!(gw.get("/b/v1/x", t).await.status(), 200);
+}

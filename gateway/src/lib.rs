@@ -15,6 +15,7 @@ pub mod plugin;
 pub mod policy;
 pub mod problem;
 pub mod proxy;
+pub mod ratelimit;
 pub mod routes;
 pub mod server;
 pub mod stage;

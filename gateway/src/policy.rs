@@ -30,6 +30,20 @@ pub struct Policy {
     /// The plugin chain, in the order the plugins run.
     #[serde(default)]
     pub plugins: Vec<PluginBinding>,
+    /// Requests per second per consumer system and service; none: unlimited.
+    #[serde(default)]
+    pub rate_limit: Option<RateLimitPolicy>,
+}
+
+/// A rate limit per consumer system and service.
+#[derive(Debug, Clone, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields)]
+pub struct RateLimitPolicy {
+    /// Sustained rate.
+    pub requests_per_second: u32,
+    /// Requests allowed at once above the sustained rate (at least the rate).
+    #[serde(default)]
+    pub burst: u32,
 }
 
 /// One plugin in the chain and where it runs.

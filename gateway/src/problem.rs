@@ -50,6 +50,8 @@ pub enum Problem {
     UpstreamTimeout,
     /// Every upstream of the environment is failing its health checks.
     NoHealthyUpstream,
+    /// The consumer exceeded its rate limit for the service.
+    RateLimited,
     /// A plugin on the service's chain failed (trap, time or memory limit,
     /// broken contract) and its policy fails closed.
     PluginFailed,
@@ -138,6 +140,11 @@ impl Problem {
                 "no-healthy-upstream",
                 "Ningún servidor del servicio está disponible / No healthy upstream",
             ),
+            RateLimited => (
+                429,
+                "rate-limited",
+                "Demasiadas solicitudes / Too many requests",
+            ),
             PluginFailed => (
                 500,
                 "plugin-failed",
@@ -225,8 +232,22 @@ pub async fn respond(
     detail: &str,
     request_id: &str,
 ) -> pingora_error::Result<()> {
+    respond_with_headers(session, problem, detail, request_id, &[]).await
+}
+
+/// Like [`respond`], with extra header fields (e.g. `Retry-After`).
+pub async fn respond_with_headers(
+    session: &mut Session,
+    problem: Problem,
+    detail: &str,
+    request_id: &str,
+    extra: &[(&'static str, String)],
+) -> pingora_error::Result<()> {
     let body = body(problem, detail, request_id);
-    let resp = header(problem, body.len(), request_id)?;
+    let mut resp = header(problem, body.len(), request_id)?;
+    for (name, value) in extra {
+        resp.insert_header(*name, value.as_str())?;
+    }
     if !session.is_body_empty() && !session.is_body_done() {
         session.set_keepalive(None);
     }
@@ -260,6 +281,7 @@ mod tests {
             UpstreamError,
             UpstreamTimeout,
             NoHealthyUpstream,
+            RateLimited,
             PluginFailed,
             PluginUnavailable,
             Internal,

@@ -273,6 +273,33 @@ impl ProxyHttp for ChasquiProxy {
             upstream_path.push('?');
             upstream_path.push_str(&q);
         }
+        if let Some(limits) = self.gw.rate_limits.load().as_ref() {
+            if let Err(refusal) = limits.check(consumer.consumer_id, service.id) {
+                let detail = format!(
+                    "{}/{} is over its rate limit for {}; retry in {} s",
+                    consumer.entity_code,
+                    consumer.consumer_code,
+                    service.route_name,
+                    refusal.retry_after_secs
+                );
+                ctx.problem = Some((Problem::RateLimited, detail.clone()));
+                let extra = [
+                    ("retry-after", refusal.retry_after_secs.to_string()),
+                    ("ratelimit-policy", refusal.policy_header),
+                    ("ratelimit", refusal.limit_header),
+                ];
+                problem::respond_with_headers(
+                    session,
+                    Problem::RateLimited,
+                    &detail,
+                    &ctx.request_id,
+                    &extra,
+                )
+                .await?;
+                return Ok(true);
+            }
+        }
+
         // Identity fields are the gateway's to set: drop any the client sent
         // before plugins run (plugins may then set their own).
         let forged: Vec<http::HeaderName> = session

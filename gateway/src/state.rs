@@ -6,8 +6,9 @@ use crate::ledger::Ledger;
 use crate::plugin::chain::PluginSet;
 use crate::plugin::PluginEngine;
 use crate::policy::Policy;
+use crate::ratelimit::RateLimits;
 use crate::routes::{self, HealthRegistry, RouteTable};
-use arc_swap::ArcSwap;
+use arc_swap::{ArcSwap, ArcSwapOption};
 use chasqui_catalog::Store;
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
@@ -44,6 +45,8 @@ pub struct Gateway {
     engine: OnceLock<Arc<PluginEngine>>,
     /// The audit ledger.
     pub ledger: Arc<Ledger>,
+    /// The rate limiter of the current policy, if it sets one.
+    pub rate_limits: ArcSwapOption<RateLimits>,
 }
 
 /// Readiness and draining.
@@ -115,6 +118,7 @@ impl Gateway {
         ledger.spawn_flusher();
         let engine = OnceLock::new();
         let plugins = load_plugins(&engine, &plugin_cache, &policy, &ledger)?;
+        let policy_rate_limit = policy.rate_limit.clone();
         let health = HealthRegistry::default();
         let snapshot = store.load_snapshot().await?;
         let table = routes::build(&snapshot, &health).await;
@@ -132,6 +136,9 @@ impl Gateway {
             plugin_cache,
             engine,
             ledger,
+            rate_limits: ArcSwapOption::new(
+                RateLimits::new(policy_rate_limit.as_ref()).map(Arc::new),
+            ),
         };
         Ok(Arc::new(gateway))
     }
@@ -146,6 +153,8 @@ impl Gateway {
         };
         let plugins = load_plugins(&self.engine, &self.plugin_cache, &policy, &self.ledger)?;
         self.plugins.store(Arc::new(plugins));
+        self.rate_limits
+            .store(RateLimits::new(policy.rate_limit.as_ref()).map(Arc::new));
         self.policy.store(Arc::new(policy));
         Ok(())
     }
@@ -176,6 +185,15 @@ impl Gateway {
                 tick.tick().await;
                 if let Err(e) = gw.refresh().await {
                     tracing::warn!(error = %e, "catalog refresh failed; keeping the current table");
+                }
+            }
+        });
+        let gw = self.clone();
+        self.control.spawn(async move {
+            loop {
+                tokio::time::sleep(Duration::from_secs(60)).await;
+                if let Some(limits) = gw.rate_limits.load_full() {
+                    limits.prune();
                 }
             }
         });
