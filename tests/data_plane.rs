@@ -40,6 +40,15 @@ services:
     )
 }
 
+/// The catalog most tests need: service `a/v1` in `pruebas` at `up`, granted.
+fn one_service(up: &Upstream) -> String {
+    catalog(
+        &[("a", 1, &format!("\"{}\"", up.url()), "")],
+        "      - {service: a/v1, environments: [pruebas]}\n",
+        "",
+    )
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn routes_by_entity_and_version_and_rewrites_the_path() {
     let a1 = Upstream::start("a1", Behavior::Echo).await;
@@ -221,11 +230,7 @@ async fn authentication_errors_are_problems() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn identity_reaches_the_upstream_and_the_token_does_not() {
     let up = Upstream::start("up", Behavior::Echo).await;
-    let cat = catalog(
-        &[("a", 1, &format!("\"{}\"", up.url()), "")],
-        "      - {service: a/v1, environments: [pruebas]}\n",
-        "",
-    );
+    let cat = one_service(&up);
     let gw = Gateway::start(&cat).await;
     let resp = gw
         .client
@@ -342,11 +347,7 @@ async fn path_tricks_never_reach_another_service() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn size_limits_answer_413_and_431() {
     let up = Upstream::start("up", Behavior::Echo).await;
-    let cat = catalog(
-        &[("a", 1, &format!("\"{}\"", up.url()), "")],
-        "      - {service: a/v1, environments: [pruebas]}\n",
-        "",
-    );
+    let cat = one_service(&up);
     let gw = Gateway::start(&cat).await;
     let t = gw.token("test");
     // The test policy allows 1024 bytes of body.
@@ -408,11 +409,7 @@ async fn size_limits_answer_413_and_431() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn http2_is_negotiated() {
     let up = Upstream::start("up", Behavior::Echo).await;
-    let cat = catalog(
-        &[("a", 1, &format!("\"{}\"", up.url()), "")],
-        "      - {service: a/v1, environments: [pruebas]}\n",
-        "",
-    );
+    let cat = one_service(&up);
     let gw = Gateway::start(&cat).await;
     let resp = gw.get("/a/v1/h2", gw.token("test")).await;
     assert_eq!(resp.version(), reqwest::Version::HTTP_2);
@@ -630,11 +627,7 @@ async fn catalog_changes_reach_the_running_gateway() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn sigterm_finishes_the_in_flight_request_then_exits() {
     let slow = Upstream::start("slow", Behavior::Delay(Duration::from_millis(1500))).await;
-    let cat = catalog(
-        &[("a", 1, &format!("\"{}\"", slow.url()), "")],
-        "      - {service: a/v1, environments: [pruebas]}\n",
-        "",
-    );
+    let cat = one_service(&slow);
     let mut gw = Gateway::start(&cat).await;
     let (client, url, token) = (
         gw.client.clone(),

@@ -7,36 +7,12 @@ use chasqui::plugin::{
     BodyAction, BodyChunk, Capability, FailureMode, Header, HeadersAction, Isolation, Limits,
     PluginEngine, PluginError, PluginSpec, RequestContext, RequestHead, ResponseHead,
 };
-use std::path::PathBuf;
-use std::sync::{Arc, OnceLock};
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-const CHASQUI: &str = env!("CARGO_BIN_EXE_chasqui");
+mod support;
 
-/// Builds a plugin crate of this repository once per test process.
-fn component(crate_dir: &str) -> PathBuf {
-    static BUILT: OnceLock<std::sync::Mutex<std::collections::HashMap<String, PathBuf>>> =
-        OnceLock::new();
-    let built = BUILT.get_or_init(Default::default);
-    let mut built = built.lock().unwrap();
-    if let Some(p) = built.get(crate_dir) {
-        return p.clone();
-    }
-    let root = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("..");
-    let out = std::process::Command::new(CHASQUI)
-        .args(["plugin", "build"])
-        .arg(root.join(crate_dir))
-        .output()
-        .expect("run chasqui plugin build");
-    assert!(
-        out.status.success(),
-        "plugin build failed:\n{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    let path = PathBuf::from(String::from_utf8_lossy(&out.stdout).trim());
-    built.insert(crate_dir.to_string(), path.clone());
-    path
-}
+use support::component;
 
 fn engine() -> (Arc<PluginEngine>, tempfile::TempDir) {
     let dir = tempfile::tempdir().unwrap();
