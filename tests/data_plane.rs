@@ -721,3 +721,78 @@ async fn over_the_rate_limit_answers_429_with_retry_after_and_ratelimit_fields()
     // Each consumer x service pair has its own budget.
     assert_eq!(gw.get("/b/v1/x", t).await.status(), 200);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn rotation_keeps_both_tokens_working_for_the_overlap_then_only_the_new_one() {
+    let up = Upstream::start("up", Behavior::Echo).await;
+    let cat = catalog(
+        &[("a", 1, &format!("\"{}\"", up.url()), "")],
+        "      - {service: a/v1, environments: [pruebas]}\n",
+        "      - {environment: pruebas, label: rot}\n",
+    );
+    let gw = Gateway::start(&cat).await;
+    let old = gw.token("rot").to_string();
+    assert_eq!(gw.get("/a/v1/x", &old).await.status(), 200);
+    let out = gw.cli(&[
+        "token",
+        "rotate",
+        "--consumer",
+        "c/sys",
+        "--token",
+        "rot",
+        "--overlap-secs",
+        "1",
+    ]);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let new = String::from_utf8_lossy(&out.stdout).trim().to_string();
+    assert!(new.starts_with("chq_test_") && new != old);
+    let rotated_at = Instant::now();
+    assert_eq!(
+        gw.get("/a/v1/x", &new).await.status(),
+        200,
+        "the new token works at once"
+    );
+    assert_eq!(
+        gw.get("/a/v1/x", &old).await.status(),
+        200,
+        "the old one works during the overlap"
+    );
+    loop {
+        let resp = gw.get("/a/v1/x", &old).await;
+        if resp.status() == 401 {
+            assert_problem(resp, 401, "token-expired").await;
+            break;
+        }
+        assert!(
+            rotated_at.elapsed() < Duration::from_secs(5),
+            "the old token outlived its overlap"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    assert!(
+        rotated_at.elapsed() >= Duration::from_millis(900),
+        "the overlap was honoured"
+    );
+    assert_eq!(gw.get("/a/v1/x", &new).await.status(), 200);
+
+    let out = gw.cli(&["token", "list", "--consumer", "c/sys"]);
+    let listing = String::from_utf8_lossy(&out.stdout);
+    assert!(out.status.success());
+    assert_eq!(
+        listing.lines().filter(|l| l.contains(" rot ")).count(),
+        2,
+        "{listing}"
+    );
+    assert!(
+        listing.contains("expired") && listing.contains(&new[..15]),
+        "{listing}"
+    );
+    assert!(
+        !listing.contains(&new) && !listing.contains(&old),
+        "secrets are never listed"
+    );
+}

@@ -362,3 +362,115 @@ impl Store {
             .await?)
     }
 }
+
+/// A token as operators see it: never the secret.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct TokenInfo {
+    /// Row id.
+    pub id: i64,
+    /// The first characters of the token.
+    pub display_prefix: String,
+    /// The label.
+    pub label: String,
+    /// The environment it opens.
+    pub environment: Environment,
+    /// Issue time (Unix seconds).
+    pub created_at: i64,
+    /// Expiry, if any.
+    pub expires_at: Option<i64>,
+    /// Revocation time, if revoked.
+    pub revoked_at: Option<i64>,
+}
+
+impl Store {
+    /// The tokens of a consumer system, newest first.
+    pub async fn list_tokens(&self, consumer_id: i64) -> Result<Vec<TokenInfo>> {
+        let rows = sqlx::query(
+            "SELECT id, display_prefix, label, environment, created_at, expires_at, revoked_at
+             FROM tokens WHERE consumer_id = ? ORDER BY id DESC",
+        )
+        .bind(consumer_id)
+        .fetch_all(&self.pool)
+        .await?;
+        rows.into_iter()
+            .map(|row| {
+                Ok(TokenInfo {
+                    id: row.try_get(0)?,
+                    display_prefix: row.try_get(1)?,
+                    label: row.try_get(2)?,
+                    environment: parse_env(row.try_get::<String, _>(3)?)?,
+                    created_at: row.try_get(4)?,
+                    expires_at: row.try_get(5)?,
+                    revoked_at: row.try_get(6)?,
+                })
+            })
+            .collect()
+    }
+
+    /// Rotates a consumer's live token (by display prefix or label): issues a
+    /// new one with the same label, environment and remaining lifetime, and
+    /// lets the old one work for `overlap_secs` more so that clients can
+    /// switch without an outage. One transaction.
+    pub async fn rotate_token(
+        &self,
+        consumer_id: i64,
+        prefix_or_label: &str,
+        overlap_secs: u32,
+    ) -> Result<IssuedToken> {
+        let mut tx = self.pool.begin().await?;
+        let now = now_unix();
+        let old = sqlx::query(
+            "SELECT id, environment, label, expires_at FROM tokens
+             WHERE consumer_id = ? AND revoked_at IS NULL AND (expires_at IS NULL OR expires_at > ?)
+               AND (display_prefix = ? OR label = ?)
+             ORDER BY id DESC",
+        )
+        .bind(consumer_id)
+        .bind(now)
+        .bind(prefix_or_label)
+        .bind(prefix_or_label)
+        .fetch_all(&mut *tx)
+        .await?;
+        let [row] = old.as_slice() else {
+            return Err(if old.is_empty() {
+                StoreError::NotFound(format!("live token `{prefix_or_label}`"))
+            } else {
+                StoreError::Invalid(format!(
+                    "`{prefix_or_label}` names {} live tokens; use a display prefix",
+                    old.len()
+                ))
+            });
+        };
+        let (old_id, env, label, expires_at): (i64, String, String, Option<i64>) = (
+            row.try_get(0)?,
+            row.try_get(1)?,
+            row.try_get(2)?,
+            row.try_get(3)?,
+        );
+        let env = parse_env(env)?;
+        let issued = token::generate(env);
+        sqlx::query(
+            "INSERT INTO tokens (consumer_id, environment, hash, display_prefix, label, created_at, expires_at)
+             VALUES (?, ?, ?, ?, ?, ?, ?)",
+        )
+        .bind(consumer_id)
+        .bind(env.as_str())
+        .bind(&issued.hash[..])
+        .bind(token::display_prefix(&issued.secret))
+        .bind(&label)
+        .bind(now)
+        .bind(expires_at)
+        .execute(&mut *tx)
+        .await?;
+        // Expiry is kept in whole seconds and checked with `<=`: one more
+        // second guarantees at least `overlap_secs` of overlap.
+        let overlap_end = now + i64::from(overlap_secs) + 1;
+        sqlx::query("UPDATE tokens SET expires_at = ? WHERE id = ?")
+            .bind(expires_at.map_or(overlap_end, |e| e.min(overlap_end)))
+            .bind(old_id)
+            .execute(&mut *tx)
+            .await?;
+        tx.commit().await?;
+        Ok(issued)
+    }
+}

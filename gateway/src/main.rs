@@ -133,6 +133,29 @@ enum TokenCommand {
         #[command(flatten)]
         store: StoreArgs,
     },
+    /// Rotate a live token: print a new one (same label, environment and
+    /// expiry) once; the old one keeps working for the overlap, then expires.
+    Rotate {
+        /// The holder, as `entity/system`.
+        #[arg(long)]
+        consumer: String,
+        /// The token's display prefix or its label.
+        #[arg(long)]
+        token: String,
+        /// Seconds the old token keeps working.
+        #[arg(long, default_value_t = 86_400)]
+        overlap_secs: u32,
+        #[command(flatten)]
+        store: StoreArgs,
+    },
+    /// List a consumer's tokens (display prefix, label, state); never the secrets.
+    List {
+        /// The holder, as `entity/system`.
+        #[arg(long)]
+        consumer: String,
+        #[command(flatten)]
+        store: StoreArgs,
+    },
     /// Revoke a consumer's live tokens by display prefix or label; in force on
     /// running gateways within their catalog poll period.
     Revoke {
@@ -324,6 +347,38 @@ fn run(command: Command) -> anyhow::Result<ExitCode> {
                 .issue_token(id, environment, &label, expires_at)
                 .await?;
             println!("{}", issued.secret);
+            Ok(ExitCode::SUCCESS)
+        }),
+        Command::Token(TokenCommand::Rotate {
+            consumer,
+            token,
+            overlap_secs,
+            store,
+        }) => block_on(async move {
+            let store = open(&store).await?;
+            let (entity, system) = split_consumer(&consumer)?;
+            let id = store.consumer_id(entity, system).await?;
+            let issued = store.rotate_token(id, &token, overlap_secs).await?;
+            println!("{}", issued.secret);
+            Ok(ExitCode::SUCCESS)
+        }),
+        Command::Token(TokenCommand::List { consumer, store }) => block_on(async move {
+            let store = open(&store).await?;
+            let (entity, system) = split_consumer(&consumer)?;
+            let id = store.consumer_id(entity, system).await?;
+            let now = now_unix();
+            for t in store.list_tokens(id).await? {
+                let state = match (t.revoked_at, t.expires_at) {
+                    (Some(_), _) => "revoked".to_string(),
+                    (None, Some(e)) if e <= now => "expired".to_string(),
+                    (None, Some(e)) => format!("live, expires in {} s", e - now),
+                    (None, None) => "live".to_string(),
+                };
+                println!(
+                    "{}…  {:<10} {:<20} {}",
+                    t.display_prefix, t.environment, t.label, state
+                );
+            }
             Ok(ExitCode::SUCCESS)
         }),
         Command::Token(TokenCommand::Revoke {
