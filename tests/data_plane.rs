@@ -796,3 +796,31 @@ async fn rotation_keeps_both_tokens_working_for_the_overlap_then_only_the_new_on
         "secrets are never listed"
     );
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn last_use_of_each_token_is_recorded_off_the_request_path() {
+    let up = Upstream::start("up", Behavior::Echo).await;
+    let gw = Gateway::start(&one_service(&up)).await;
+    assert_eq!(gw.get("/a/v1/x", gw.token("test")).await.status(), 200);
+    let started = Instant::now();
+    loop {
+        let out = gw.cli(&["token", "list", "--consumer", "c/sys"]);
+        let listing = String::from_utf8_lossy(&out.stdout).to_string();
+        let line = |label: &str| {
+            listing
+                .lines()
+                .find(|l| l.contains(&format!(" {label} ")))
+                .unwrap_or("")
+                .to_string()
+        };
+        if line("test").contains("last used") {
+            assert!(line("prod").contains("never used"), "{listing}");
+            break;
+        }
+        assert!(
+            started.elapsed() < Duration::from_secs(10),
+            "last use never recorded:\n{listing}"
+        );
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+}

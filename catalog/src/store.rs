@@ -380,13 +380,15 @@ pub struct TokenInfo {
     pub expires_at: Option<i64>,
     /// Revocation time, if revoked.
     pub revoked_at: Option<i64>,
+    /// Last time the gateway accepted it (written every few seconds).
+    pub last_used_at: Option<i64>,
 }
 
 impl Store {
     /// The tokens of a consumer system, newest first.
     pub async fn list_tokens(&self, consumer_id: i64) -> Result<Vec<TokenInfo>> {
         let rows = sqlx::query(
-            "SELECT id, display_prefix, label, environment, created_at, expires_at, revoked_at
+            "SELECT id, display_prefix, label, environment, created_at, expires_at, revoked_at, last_used_at
              FROM tokens WHERE consumer_id = ? ORDER BY id DESC",
         )
         .bind(consumer_id)
@@ -402,6 +404,7 @@ impl Store {
                     created_at: row.try_get(4)?,
                     expires_at: row.try_get(5)?,
                     revoked_at: row.try_get(6)?,
+                    last_used_at: row.try_get(7)?,
                 })
             })
             .collect()
@@ -472,5 +475,24 @@ impl Store {
             .await?;
         tx.commit().await?;
         Ok(issued)
+    }
+}
+
+impl Store {
+    /// Records when tokens were last used: (token id, Unix seconds) pairs, in
+    /// one transaction. Never moves a last-use time backwards.
+    pub async fn record_last_used(&self, uses: &[(i64, i64)]) -> Result<()> {
+        let mut tx = self.pool.begin().await?;
+        for (id, at) in uses {
+            sqlx::query(
+                "UPDATE tokens SET last_used_at = MAX(COALESCE(last_used_at, 0), ?) WHERE id = ?",
+            )
+            .bind(at)
+            .bind(id)
+            .execute(&mut *tx)
+            .await?;
+        }
+        tx.commit().await?;
+        Ok(())
     }
 }

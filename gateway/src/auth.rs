@@ -19,6 +19,9 @@ pub struct TokenCache {
     cache: Cache<[u8; 32], Option<Arc<TokenRecord>>>,
     store: Store,
     control: Handle,
+    /// Last use (Unix seconds) per token id, not yet written to the store.
+    /// Sharded, and written at most once per token and second.
+    last_used: dashmap::DashMap<i64, i64>,
 }
 
 impl TokenCache {
@@ -34,6 +37,7 @@ impl TokenCache {
             cache,
             store,
             control,
+            last_used: dashmap::DashMap::new(),
         }
     }
 
@@ -76,8 +80,12 @@ impl TokenCache {
         if record.revoked_at.is_some() {
             return Err((Problem::TokenRevoked, "the token was revoked"));
         }
-        if record.expires_at.is_some_and(|at| at <= now_unix()) {
+        let now = now_unix();
+        if record.expires_at.is_some_and(|at| at <= now) {
             return Err((Problem::TokenExpired, "the token has expired"));
+        }
+        if self.last_used.get(&record.token_id).map(|v| *v) != Some(now) {
+            self.last_used.insert(record.token_id, now);
         }
         Ok(record)
     }
@@ -107,6 +115,23 @@ impl TokenCache {
                     "the token could not be checked; try again",
                 )
             })
+    }
+
+    /// Writes the pending last-use times to the store in one transaction.
+    pub async fn flush_last_used(&self) -> Result<usize, chasqui_catalog::StoreError> {
+        let ids: Vec<i64> = self.last_used.iter().map(|e| *e.key()).collect();
+        let mut batch = Vec::with_capacity(ids.len());
+        for id in ids {
+            if let Some((id, at)) = self.last_used.remove(&id) {
+                batch.push((id, at));
+            }
+        }
+        if batch.is_empty() {
+            return Ok(0);
+        }
+        let n = batch.len();
+        self.store.record_last_used(&batch).await?;
+        Ok(n)
     }
 
     /// Drops every cached entry.

@@ -374,9 +374,13 @@ fn run(command: Command) -> anyhow::Result<ExitCode> {
                     (None, Some(e)) => format!("live, expires in {} s", e - now),
                     (None, None) => "live".to_string(),
                 };
+                let used = t.last_used_at.map_or_else(
+                    || "never used".to_string(),
+                    |u| format!("last used {} s ago", now - u),
+                );
                 println!(
-                    "{}…  {:<10} {:<20} {}",
-                    t.display_prefix, t.environment, t.label, state
+                    "{}…  {:<10} {:<20} {}; {}",
+                    t.display_prefix, t.environment, t.label, state, used
                 );
             }
             Ok(ExitCode::SUCCESS)

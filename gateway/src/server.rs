@@ -209,6 +209,9 @@ fn spawn_drain_watch(gw: Arc<Gateway>, deadline: Duration, control: tokio::runti
                 if let Err(e) = gw.ledger.flush().await {
                     tracing::error!(error = %e, "final ledger flush failed");
                 }
+                if let Err(e) = gw.tokens.flush_last_used().await {
+                    tracing::warn!(error = %e, "final token last-use flush failed");
+                }
                 gw.store.close().await;
             });
             std::process::exit(0);

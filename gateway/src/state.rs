@@ -18,6 +18,9 @@ use std::sync::OnceLock;
 use std::time::Duration;
 use tokio::runtime::Handle;
 
+/// How often token last-use times are written to the store.
+pub const LAST_USED_FLUSH: Duration = Duration::from_secs(2);
+
 /// Shared state of one gateway process.
 pub struct Gateway {
     /// Current route table.
@@ -185,6 +188,15 @@ impl Gateway {
                 tick.tick().await;
                 if let Err(e) = gw.refresh().await {
                     tracing::warn!(error = %e, "catalog refresh failed; keeping the current table");
+                }
+            }
+        });
+        let gw = self.clone();
+        self.control.spawn(async move {
+            loop {
+                tokio::time::sleep(LAST_USED_FLUSH).await;
+                if let Err(e) = gw.tokens.flush_last_used().await {
+                    tracing::warn!(error = %e, "could not record token last-use times");
                 }
             }
         });
