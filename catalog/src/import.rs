@@ -9,7 +9,6 @@
 
 use crate::model::{now_unix, Category, Environment};
 use crate::store::{Result, Store, StoreError};
-use crate::token;
 use serde::Deserialize;
 use sqlx::{Sqlite, Transaction};
 use std::collections::BTreeMap;
@@ -292,20 +291,15 @@ impl Store {
                     report.kept.push(format!("{holder} {env} {}", t.label));
                     continue;
                 }
-                let issued = token::generate(env);
                 let expires_at = t.expires_in_days.map(|d| now + i64::from(d) * 86_400);
-                sqlx::query(
-                    "INSERT INTO tokens (consumer_id, environment, hash, display_prefix, label, created_at, expires_at)
-                     VALUES (?, ?, ?, ?, ?, ?, ?)",
+                let issued = crate::store::insert_token(
+                    &mut tx,
+                    consumer_id,
+                    env,
+                    &t.label,
+                    now,
+                    expires_at,
                 )
-                .bind(consumer_id)
-                .bind(env.as_str())
-                .bind(&issued.hash[..])
-                .bind(token::display_prefix(&issued.secret))
-                .bind(&t.label)
-                .bind(now)
-                .bind(expires_at)
-                .execute(&mut *tx)
                 .await?;
                 report.issued.push(IssuedSecret {
                     consumer: holder,

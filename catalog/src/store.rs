@@ -316,21 +316,8 @@ impl Store {
         label: &str,
         expires_at: Option<i64>,
     ) -> Result<IssuedToken> {
-        let issued = token::generate(env);
-        sqlx::query(
-            "INSERT INTO tokens (consumer_id, environment, hash, display_prefix, label, created_at, expires_at)
-             VALUES (?, ?, ?, ?, ?, ?, ?)",
-        )
-        .bind(consumer_id)
-        .bind(env.as_str())
-        .bind(&issued.hash[..])
-        .bind(token::display_prefix(&issued.secret))
-        .bind(label)
-        .bind(now_unix())
-        .bind(expires_at)
-        .execute(&self.pool)
-        .await?;
-        Ok(issued)
+        let mut conn = self.pool.acquire().await?;
+        insert_token(&mut conn, consumer_id, env, label, now_unix(), expires_at).await
     }
 
     /// Revokes every live token of a consumer whose display prefix or label
@@ -451,20 +438,7 @@ impl Store {
             row.try_get(3)?,
         );
         let env = parse_env(env)?;
-        let issued = token::generate(env);
-        sqlx::query(
-            "INSERT INTO tokens (consumer_id, environment, hash, display_prefix, label, created_at, expires_at)
-             VALUES (?, ?, ?, ?, ?, ?, ?)",
-        )
-        .bind(consumer_id)
-        .bind(env.as_str())
-        .bind(&issued.hash[..])
-        .bind(token::display_prefix(&issued.secret))
-        .bind(&label)
-        .bind(now)
-        .bind(expires_at)
-        .execute(&mut *tx)
-        .await?;
+        let issued = insert_token(&mut tx, consumer_id, env, &label, now, expires_at).await?;
         // Expiry is kept in whole seconds and checked with `<=`: one more
         // second guarantees at least `overlap_secs` of overlap.
         let overlap_end = now + i64::from(overlap_secs) + 1;
@@ -495,4 +469,30 @@ impl Store {
         tx.commit().await?;
         Ok(())
     }
+}
+
+/// Mints a token and stores its hash; the one place tokens are written.
+pub(crate) async fn insert_token(
+    conn: &mut sqlx::SqliteConnection,
+    consumer_id: i64,
+    env: Environment,
+    label: &str,
+    created_at: i64,
+    expires_at: Option<i64>,
+) -> Result<IssuedToken> {
+    let issued = token::generate(env);
+    sqlx::query(
+        "INSERT INTO tokens (consumer_id, environment, hash, display_prefix, label, created_at, expires_at)
+         VALUES (?, ?, ?, ?, ?, ?, ?)",
+    )
+    .bind(consumer_id)
+    .bind(env.as_str())
+    .bind(&issued.hash[..])
+    .bind(token::display_prefix(&issued.secret))
+    .bind(label)
+    .bind(created_at)
+    .bind(expires_at)
+    .execute(&mut *conn)
+    .await?;
+    Ok(issued)
 }
