@@ -1,0 +1,1 @@
+//! AGETIC cgii plugin for Chasqui (being written).

@@ -1,0 +1,1 @@
+//! AGETIC ciudadania plugin for Chasqui (being written).

@@ -1,0 +1,1 @@
+//! AGETIC ppe plugin for Chasqui (being written).

@@ -1,0 +1,1 @@
+//! AGETIC sefe plugin for Chasqui (being written).
