@@ -7,8 +7,15 @@
 //! store per request: it loads a [`Snapshot`] and watches [`Store::change_seq`]
 //! to know when to load a new one, and looks tokens up through a cache.
 
+pub mod deferred;
+pub mod directory;
+pub mod documents;
+pub mod domain;
 pub mod import;
+pub mod incidents;
 pub mod model;
+pub mod principals;
+pub mod procedures;
 pub mod store;
 pub mod token;
 

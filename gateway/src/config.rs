@@ -52,6 +52,9 @@ pub struct ServeArgs {
     /// How often the catalog store is checked for changes, in milliseconds. Default 250.
     #[arg(long, env = "CHASQUI_CATALOG_POLL_MS")]
     pub catalog_poll_ms: Option<u64>,
+    /// HTTPS listen address of the admin API (same certificate as the data plane). Default `127.0.0.1:9443`.
+    #[arg(long, env = "CHASQUI_ADMIN_LISTEN")]
+    pub admin_listen: Option<String>,
 }
 
 /// The configuration file; every key optional.
@@ -71,6 +74,7 @@ pub struct FileConfig {
     access_log: Option<bool>,
     drain_timeout_secs: Option<u64>,
     catalog_poll_ms: Option<u64>,
+    admin_listen: Option<String>,
 }
 
 /// The resolved configuration.
@@ -100,6 +104,8 @@ pub struct Config {
     pub drain_timeout: Duration,
     /// Catalog change poll period.
     pub catalog_poll: Duration,
+    /// HTTPS listen address of the admin API.
+    pub admin_listen: String,
 }
 
 impl Config {
@@ -162,6 +168,10 @@ impl Config {
                     .unwrap_or(250)
                     .max(10),
             ),
+            admin_listen: args
+                .admin_listen
+                .or(file.admin_listen)
+                .unwrap_or_else(|| "127.0.0.1:9443".into()),
         })
     }
 

@@ -6,11 +6,14 @@
 //! ([`problem`]), path normalisation ([`path`]), the policy ([`policy`]) and
 //! the server's lifecycle ([`server`]).
 
+pub mod admin;
 pub mod auth;
 pub mod config;
+pub mod deferred;
 pub mod demo;
 pub mod ledger;
 pub mod path;
+pub mod platform;
 pub mod plugin;
 pub mod policy;
 pub mod problem;

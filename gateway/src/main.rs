@@ -50,6 +50,34 @@ enum Command {
     /// Check the audit ledger.
     #[command(subcommand)]
     Audit(AuditCommand),
+    /// Manage access to the admin API.
+    #[command(subcommand)]
+    Admin(AdminCommand),
+}
+
+#[derive(Subcommand)]
+enum AdminCommand {
+    /// Admin tokens.
+    #[command(subcommand)]
+    Token(AdminTokenCommand),
+}
+
+#[derive(Subcommand)]
+enum AdminTokenCommand {
+    /// Create an admin principal and print its token once on standard output.
+    Issue {
+        /// `operator`, `publisher` or `consumer`.
+        #[arg(long)]
+        role: chasqui_catalog::domain::Role,
+        /// The entity a publisher or consumer acts for.
+        #[arg(long)]
+        entity: Option<String>,
+        /// Who the token is for.
+        #[arg(long)]
+        name: String,
+        #[command(flatten)]
+        store: StoreArgs,
+    },
 }
 
 #[derive(Subcommand)]
@@ -293,6 +321,20 @@ fn run(command: Command) -> anyhow::Result<ExitCode> {
                 }
             })
         }
+        Command::Admin(AdminCommand::Token(AdminTokenCommand::Issue {
+            role,
+            entity,
+            name,
+            store,
+        })) => block_on(async move {
+            let store = open(&store).await?;
+            let issued = store
+                .issue_admin_token(role, entity.as_deref(), &name, None)
+                .await?;
+            // The only time this secret is ever shown.
+            println!("{}", issued.secret);
+            Ok(ExitCode::SUCCESS)
+        }),
         Command::Plugin(PluginCommand::Build {
             crate_dir,
             out,

@@ -33,6 +33,49 @@ pub struct Policy {
     /// Requests per second per consumer system and service; none: unlimited.
     #[serde(default)]
     pub rate_limit: Option<RateLimitPolicy>,
+    /// Contingency for services whose upstream may be unreachable; none: off.
+    #[serde(default)]
+    pub store_and_forward: Option<StoreAndForwardPolicy>,
+}
+
+/// Store-and-forward (contingency) settings.
+#[derive(Debug, Clone, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields)]
+pub struct StoreAndForwardPolicy {
+    /// Services (`entidad/v{n}`) it applies to.
+    pub services: Vec<String>,
+    /// Methods it applies to.
+    #[serde(default = "default_deferred_methods")]
+    pub methods: Vec<String>,
+    /// Largest body that can be deferred.
+    #[serde(default = "default_deferred_body")]
+    pub max_body_bytes: usize,
+    /// First delay between delivery attempts.
+    #[serde(default = "default_retry_initial")]
+    pub retry_initial_ms: u64,
+    /// Longest delay between delivery attempts.
+    #[serde(default = "default_retry_max")]
+    pub retry_max_ms: u64,
+}
+
+fn default_deferred_methods() -> Vec<String> {
+    vec!["POST".into()]
+}
+fn default_deferred_body() -> usize {
+    64 << 10
+}
+fn default_retry_initial() -> u64 {
+    500
+}
+fn default_retry_max() -> u64 {
+    30_000
+}
+
+impl StoreAndForwardPolicy {
+    /// Whether a request of `method` to `service` may be deferred.
+    pub fn applies(&self, service: &str, method: &str) -> bool {
+        self.services.iter().any(|s| s == service) && self.methods.iter().any(|m| m == method)
+    }
 }
 
 /// A rate limit per consumer system and service.
@@ -241,6 +284,15 @@ fn line_of(text: &str, pointer: &str) -> Option<usize> {
         .map(|i| i + 1)
 }
 
+/// Where the components of the compiled-in default policy are looked for:
+/// `$CHASQUI_PLUGIN_DIR`, else the `components` folder of `chasqui plugin
+/// build`'s default target directory.
+pub fn plugin_dir() -> PathBuf {
+    std::env::var_os("CHASQUI_PLUGIN_DIR")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| crate::plugin::build::default_target_dir().join("components"))
+}
+
 impl Policy {
     /// Parses and checks a policy text; `origin` names it in errors.
     pub fn parse(text: &str, origin: &str) -> Result<Policy, PolicyError> {
@@ -262,12 +314,26 @@ impl Policy {
             path: path.display().to_string(),
             source,
         })?;
-        Self::parse(&text, &path.display().to_string())
+        let mut policy = Self::parse(&text, &path.display().to_string())?;
+        policy.resolve_components(path.parent().unwrap_or(Path::new(".")));
+        Ok(policy)
     }
 
-    /// The compiled-in default policy.
+    /// The compiled-in default policy. Its components are named relative to
+    /// [`plugin_dir`], where `chasqui plugin build` writes them.
     pub fn default_policy() -> Result<Policy, PolicyError> {
-        Self::parse(DEFAULT_POLICY, "policies/default.yaml")
+        let mut policy = Self::parse(DEFAULT_POLICY, "policies/default.yaml")?;
+        policy.resolve_components(&plugin_dir());
+        Ok(policy)
+    }
+
+    /// Makes relative component paths relative to `base`.
+    fn resolve_components(&mut self, base: &Path) {
+        for binding in &mut self.plugins {
+            if binding.component.is_relative() {
+                binding.component = base.join(&binding.component);
+            }
+        }
     }
 
     fn check(&self) -> Result<(), String> {

@@ -60,6 +60,20 @@ pub enum Problem {
     PluginUnavailable,
     /// Something failed inside the gateway.
     Internal,
+    /// Admin API: no valid admin token (`Authorization: Bearer chq_admin_...`).
+    AdminUnauthenticated,
+    /// Admin API: the principal's role or entity may not do this.
+    Forbidden,
+    /// Admin API: the operation clashes with what exists (a duplicate code).
+    Conflict,
+    /// Admin API: the procedure does not allow this step from its current state.
+    InvalidTransition,
+    /// Admin API: a field of the request breaks a rule; the answer names it.
+    Validation,
+    /// Admin API: the uploaded document is not of an accepted type (PDF).
+    UnsupportedDocument,
+    /// Admin API: the path exists but not with this method.
+    MethodNotAllowed,
 }
 
 impl Problem {
@@ -159,6 +173,37 @@ impl Problem {
                 500,
                 "internal",
                 "Error interno de la pasarela / Internal gateway error",
+            ),
+            AdminUnauthenticated => (
+                401,
+                "admin-unauthenticated",
+                "Falta una credencial de administración válida / Missing or invalid admin token",
+            ),
+            Forbidden => (
+                403,
+                "forbidden",
+                "Operación no permitida para este rol o entidad / Not allowed for this role or entity",
+            ),
+            Conflict => (409, "conflict", "Conflicto con datos existentes / Conflict"),
+            InvalidTransition => (
+                409,
+                "invalid-transition",
+                "Paso no permitido en el estado actual del trámite / Step not allowed in the current state",
+            ),
+            Validation => (
+                422,
+                "validation",
+                "Datos inválidos / Invalid field value",
+            ),
+            UnsupportedDocument => (
+                415,
+                "unsupported-document",
+                "Tipo de documento no admitido / Unsupported document type",
+            ),
+            MethodNotAllowed => (
+                405,
+                "method-not-allowed",
+                "Método no permitido / Method not allowed",
             ),
         }
     }
@@ -285,6 +330,13 @@ mod tests {
             PluginFailed,
             PluginUnavailable,
             Internal,
+            AdminUnauthenticated,
+            Forbidden,
+            Conflict,
+            InvalidTransition,
+            Validation,
+            UnsupportedDocument,
+            MethodNotAllowed,
         ];
         let mut types: Vec<String> = all.iter().map(|p| p.type_uri()).collect();
         types.sort();

@@ -5,8 +5,9 @@
 //! checks, upstream selection, header rewriting, proxying, and on any failure
 //! one RFC 9457 answer.
 
+use crate::deferred;
 use crate::path::{self, Parsed};
-use crate::plugin::{Phase, RequestContext};
+use crate::plugin::{CallContext, Phase, RequestContext};
 use crate::policy::Policy;
 use crate::problem::{self, Problem};
 use crate::routes::ServiceEntry;
@@ -82,6 +83,12 @@ pub struct RequestCtx {
     plugins: Option<PluginRun>,
     /// A plugin's answer to send instead of a problem when the request stops.
     plugin_answer: Option<crate::plugin::Response>,
+    /// Store-and-forward: the whole request body, read and run through the
+    /// plugins in `request_filter`, kept to send upstream or to store.
+    deferrable: Option<Bytes>,
+    /// Whether a connection to an upstream was made (a request that never
+    /// reached one can be deferred without risk of a duplicate).
+    upstream_connected: bool,
     _inflight: InflightGuard,
 }
 
@@ -123,12 +130,220 @@ impl ChasquiProxy {
         Ok(true)
     }
 
+    /// Store-and-forward, first half: reads the whole body (bounded), runs
+    /// the request-body plugins on it, and defers the request at once when
+    /// its queue has a backlog (order) or no upstream is healthy.
+    async fn prepare_deferrable(
+        &self,
+        session: &mut Session,
+        ctx: &mut RequestCtx,
+    ) -> Result<bool> {
+        let max = ctx
+            .policy
+            .store_and_forward
+            .as_ref()
+            .map_or(0, |p| p.max_body_bytes)
+            .min(usize::try_from(ctx.policy.limits.max_request_body_bytes).unwrap_or(usize::MAX));
+        // Pingora replays this buffer to the upstream (and on retries).
+        session.as_mut().enable_retry_buffering();
+        let mut body = bytes::BytesMut::new();
+        while let Some(chunk) = session.read_request_body().await? {
+            if body.len() + chunk.len() > max {
+                let detail = format!("a request to this service is limited to {max} bytes");
+                return self
+                    .answer(session, ctx, Problem::PayloadTooLarge, &detail)
+                    .await;
+            }
+            body.extend_from_slice(&chunk);
+        }
+        ctx.body_bytes = body.len() as u64;
+        let mut whole = (!body.is_empty()).then(|| body.freeze());
+        if let Some(run) = ctx
+            .plugins
+            .as_mut()
+            .filter(|r| whole.is_some() && r.handles(Phase::RequestBody))
+        {
+            match run.request_body(&mut whole, true) {
+                Outcome::Continue => {}
+                Outcome::Answer(answer) => {
+                    stage::write_answer(session, &answer, &ctx.request_id).await?;
+                    return Ok(true);
+                }
+                Outcome::Fail(problem, detail) => {
+                    return self.answer(session, ctx, problem, &detail).await
+                }
+            }
+        }
+        ctx.deferrable = Some(whole.unwrap_or_default());
+        let Some(routed) = ctx.routed.as_ref() else {
+            return Ok(false);
+        };
+        if self
+            .gw
+            .deferred
+            .has_backlog(&routed.service.route_name, routed.env)
+            || !routed.pool.has_candidate(&[])
+        {
+            return self.defer(session, ctx).await;
+        }
+        Ok(false)
+    }
+
+    /// Store-and-forward, second half: keeps the request durably, then
+    /// answers 202 with its tracking id.
+    async fn defer(&self, session: &mut Session, ctx: &mut RequestCtx) -> Result<bool> {
+        let (Some(routed), Some(body)) = (ctx.routed.as_ref(), ctx.deferrable.clone()) else {
+            return self
+                .answer(session, ctx, Problem::Internal, "nothing to defer")
+                .await;
+        };
+        let id = deferred::tracking_id();
+        let headers = deferred_headers(session.req_header(), routed, &ctx.request_id);
+        let record = deferred::new_deferred(
+            id.clone(),
+            &routed.service.route_name,
+            routed.env,
+            (&routed.consumer.entity_code, &routed.consumer.consumer_code),
+            &ctx.request_id,
+            session.req_header().method.as_str(),
+            &routed.upstream_path,
+            headers,
+            body.to_vec(),
+        );
+        let (store, deferrals, env) = (self.gw.store.clone(), self.gw.deferred.clone(), routed.env);
+        let service = routed.service.route_name.clone();
+        let kept = self
+            .gw
+            .control
+            .spawn(async move { deferrals.accept(&store, record, env).await })
+            .await;
+        if !matches!(kept, Ok(Ok(()))) {
+            tracing::error!(request_id = %ctx.request_id, ?kept, "store-and-forward: could not keep a request");
+            return self
+                .answer(
+                    session,
+                    ctx,
+                    Problem::UpstreamUnreachable,
+                    "the upstream cannot be reached and the request could not be kept for later",
+                )
+                .await;
+        }
+        tracing::info!(request_id = %ctx.request_id, id = %id, %service, "upstream unreachable: request accepted for later delivery");
+        ctx.problem = None;
+        let location = format!("/_chasqui/deferred/{id}");
+        let answer = serde_json::json!({
+            "id": id,
+            "estado": "en_cola",
+            "state": "queued",
+            "service": service,
+            "consulta": location,
+            "detail": "El servicio destino no está disponible; la solicitud quedó registrada y se entregará en orden cuando vuelva. / The upstream is unavailable; the request was kept and will be delivered in order when it is back.",
+        })
+        .to_string();
+        let mut resp = ResponseHeader::build(202, Some(5))?;
+        resp.insert_header("content-type", "application/json")?;
+        resp.insert_header("content-length", answer.len().to_string())?;
+        resp.insert_header("location", location.as_str())?;
+        resp.insert_header("x-request-id", ctx.request_id.as_str())?;
+        session.write_response_header(Box::new(resp), false).await?;
+        session
+            .write_response_body(Some(Bytes::from(answer)), true)
+            .await?;
+        Ok(true)
+    }
+
+    /// `GET /_chasqui/deferred/{id}`: the state of a deferred request, for
+    /// the consumer system that sent it.
+    async fn deferred_state(
+        &self,
+        session: &mut Session,
+        ctx: &mut RequestCtx,
+        id: &str,
+    ) -> Result<bool> {
+        let authorization = session
+            .req_header()
+            .headers
+            .get(http::header::AUTHORIZATION)
+            .map(|v| v.as_bytes());
+        let consumer = match self.gw.tokens.authenticate(authorization).await {
+            Ok(consumer) => consumer,
+            Err((problem, detail)) => return self.answer(session, ctx, problem, detail).await,
+        };
+        let store = self.gw.store.clone();
+        let wanted = id.to_string();
+        let found = self
+            .gw
+            .control
+            .spawn(async move { store.deferred(&wanted).await })
+            .await;
+        let record = match found {
+            Ok(Ok(Some(record)))
+                if record.consumer_entity == consumer.entity_code
+                    && record.consumer_system == consumer.consumer_code =>
+            {
+                record
+            }
+            Ok(Ok(_)) => {
+                return self
+                    .answer(
+                        session,
+                        ctx,
+                        Problem::NotFound,
+                        "no deferred request of yours has this id",
+                    )
+                    .await
+            }
+            _ => {
+                return self
+                    .answer(
+                        session,
+                        ctx,
+                        Problem::Internal,
+                        "the deferred requests cannot be read now",
+                    )
+                    .await
+            }
+        };
+        let response = record.response_body.as_deref().map(|raw| {
+            serde_json::from_slice::<serde_json::Value>(raw).unwrap_or_else(|_| {
+                serde_json::Value::String(String::from_utf8_lossy(raw).into_owned())
+            })
+        });
+        let mut doc = serde_json::to_value(&record).unwrap_or_default();
+        if let Some(map) = doc.as_object_mut() {
+            map.insert(
+                "response".into(),
+                response.unwrap_or(serde_json::Value::Null),
+            );
+        }
+        let body = doc.to_string();
+        let mut resp = ResponseHeader::build(200, Some(4))?;
+        resp.insert_header("content-type", "application/json")?;
+        resp.insert_header("content-length", body.len().to_string())?;
+        resp.insert_header("cache-control", "no-store")?;
+        resp.insert_header("x-request-id", ctx.request_id.as_str())?;
+        session.write_response_header(Box::new(resp), false).await?;
+        session
+            .write_response_body(Some(Bytes::from(body)), true)
+            .await?;
+        Ok(true)
+    }
+
     async fn internal_endpoint(
         &self,
         session: &mut Session,
         ctx: &mut RequestCtx,
         what: &str,
     ) -> Result<bool> {
+        if let Some(id) = what.strip_prefix("deferred/") {
+            if session.req_header().method == http::Method::GET
+                && id.starts_with("dfr_")
+                && id.len() <= 64
+                && !id.contains('/')
+            {
+                return self.deferred_state(session, ctx, id).await;
+            }
+        }
         let (status, body) = match what {
             "health/live" => (200, r#"{"status":"live"}"#),
             "health/ready" if self.gw.lifecycle.is_ready() => (200, r#"{"status":"ready"}"#),
@@ -170,6 +385,8 @@ impl ProxyHttp for ChasquiProxy {
             body_bytes: 0,
             plugins: None,
             plugin_answer: None,
+            deferrable: None,
+            upstream_connected: false,
             _inflight: self.gw.lifecycle.enter(),
         }
     }
@@ -315,13 +532,19 @@ impl ProxyHttp for ChasquiProxy {
 
         let chain = self.gw.plugins.load().chain_for(&service.route_name);
         if let Some(chain) = chain {
-            let context = RequestContext {
-                consumer_entity: Some(consumer.entity_code.clone()),
-                consumer_system: Some(consumer.consumer_code.clone()),
-                service: service.route_name.clone(),
-                environment: env.as_str().to_string(),
-                request_id: ctx.request_id.clone(),
-                trace_id: trace_id(session.req_header()),
+            let context = CallContext {
+                request: RequestContext {
+                    consumer_entity: Some(consumer.entity_code.clone()),
+                    consumer_system: Some(consumer.consumer_code.clone()),
+                    service: service.route_name.clone(),
+                    environment: env.as_str().to_string(),
+                    request_id: ctx.request_id.clone(),
+                    trace_id: trace_id(session.req_header()),
+                },
+                client_address: session
+                    .client_addr()
+                    .and_then(|a| a.as_inet())
+                    .map(|a| a.ip().to_string()),
             };
             let mut run = match PluginRun::start(&chain, &context) {
                 Ok(run) => run,
@@ -340,6 +563,10 @@ impl ProxyHttp for ChasquiProxy {
                 }
             }
         }
+        let deferrable =
+            ctx.policy.store_and_forward.as_ref().is_some_and(|p| {
+                p.applies(&service.route_name, session.req_header().method.as_str())
+            });
         ctx.routed = Some(Routed {
             service,
             pool,
@@ -347,6 +574,9 @@ impl ProxyHttp for ChasquiProxy {
             consumer,
             upstream_path,
         });
+        if deferrable {
+            return self.prepare_deferrable(session, ctx).await;
+        }
         Ok(false)
     }
 
@@ -357,6 +587,13 @@ impl ProxyHttp for ChasquiProxy {
         end_of_stream: bool,
         ctx: &mut RequestCtx,
     ) -> Result<()> {
+        if let Some(whole) = &ctx.deferrable {
+            // Read, checked and run through the plugins in request_filter:
+            // send that version, whole, with the last chunk (pingora replays
+            // its retry buffer here, again on a retry).
+            *body = (end_of_stream && !whole.is_empty()).then(|| whole.clone());
+            return Ok(());
+        }
         if let Some(chunk) = body {
             ctx.body_bytes += chunk.len() as u64;
             let max = ctx.policy.limits.max_request_body_bytes;
@@ -647,12 +884,56 @@ impl ProxyHttp for ChasquiProxy {
         e
     }
 
+    async fn connected_to_upstream(
+        &self,
+        _session: &mut Session,
+        _reused: bool,
+        _peer: &HttpPeer,
+        #[cfg(unix)] _fd: std::os::unix::io::RawFd,
+        #[cfg(windows)] _sock: std::os::windows::io::RawSocket,
+        _digest: Option<&pingora_core::protocols::Digest>,
+        ctx: &mut RequestCtx,
+    ) -> Result<()> {
+        ctx.upstream_connected = true;
+        Ok(())
+    }
+
     async fn fail_to_proxy(
         &self,
         session: &mut Session,
         e: &Error,
         ctx: &mut RequestCtx,
     ) -> FailToProxy {
+        let unreachable = matches!(
+            ctx.problem.as_ref().map(|(p, _)| *p),
+            Some(
+                Problem::UpstreamUnreachable
+                    | Problem::UpstreamTimeout
+                    | Problem::NoHealthyUpstream
+            )
+        );
+        if ctx.deferrable.is_some()
+            && !ctx.upstream_connected
+            && unreachable
+            && session.response_written().is_none()
+        {
+            // Nothing reached an upstream: keep the request and deliver it later.
+            match self.defer(session, ctx).await {
+                Ok(_) => {
+                    return FailToProxy {
+                        error_code: 202,
+                        can_reuse_downstream: true,
+                    }
+                }
+                Err(write_err) => {
+                    tracing::debug!(error = %write_err, "could not answer a deferred request");
+                    return FailToProxy {
+                        error_code: 0,
+                        can_reuse_downstream: false,
+                    };
+                }
+            }
+        }
         let (problem, detail) = match ctx.problem.clone() {
             Some(found) => found,
             None => match classify(e) {
@@ -750,4 +1031,50 @@ fn trace_id(req: &RequestHeader) -> Option<String> {
         && trace.bytes().all(|b| b.is_ascii_hexdigit())
         && trace != "00000000000000000000000000000000")
         .then(|| trace.to_ascii_lowercase())
+}
+
+/// The header fields a deferred request takes upstream: the client's (after
+/// the plugins), without hop-by-hop fields and the token, plus the identity
+/// fields the gateway sets.
+fn deferred_headers(
+    req: &RequestHeader,
+    routed: &Routed,
+    request_id: &str,
+) -> Vec<(String, String)> {
+    let mut headers: Vec<(String, String)> = req
+        .headers
+        .iter()
+        .filter(|(name, _)| {
+            let name = name.as_str();
+            !STRIPPED_REQUEST_HEADERS.contains(&name)
+                && !matches!(
+                    name,
+                    "host" | "content-length" | "transfer-encoding" | "expect"
+                )
+        })
+        .filter_map(|(name, value)| {
+            Some((name.as_str().to_string(), value.to_str().ok()?.to_string()))
+        })
+        .collect();
+    let consumer = &routed.consumer;
+    headers.extend([
+        (
+            "x-chasqui-consumer-entity".into(),
+            consumer.entity_code.clone(),
+        ),
+        (
+            "x-chasqui-consumer-system".into(),
+            consumer.consumer_code.clone(),
+        ),
+        (
+            "x-chasqui-environment".into(),
+            routed.env.as_str().to_string(),
+        ),
+        (
+            "x-chasqui-service".into(),
+            routed.service.route_name.clone(),
+        ),
+        ("x-request-id".into(), request_id.to_string()),
+    ]);
+    headers
 }

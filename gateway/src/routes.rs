@@ -58,6 +58,12 @@ impl RouteTable {
             .map(|(_, s)| s)
     }
 
+    /// Finds a service by its route name, `entidad/v{n}`.
+    pub fn service_named(&self, route_name: &str) -> Option<&Arc<ServiceEntry>> {
+        let (entity, version) = route_name.split_once("/v")?;
+        self.service(entity, version.parse().ok()?)
+    }
+
     /// Whether a consumer holds an active grant for a service in an environment.
     pub fn granted(&self, consumer_id: i64, service_id: i64, env: Environment) -> bool {
         self.grants.contains(&(consumer_id, service_id, env))
@@ -179,12 +185,14 @@ async fn build_pool(
     if backends.is_empty() {
         return None;
     }
-    Some(UpstreamPool::new(
+    let mut pool = UpstreamPool::new(
         backends,
         ca,
         env_route.connect_timeout_ms.map(Duration::from_millis),
         env_route.read_timeout_ms.map(Duration::from_millis),
-    ))
+    );
+    pool.ca_pem = env_route.ca_pem.as_deref().map(Arc::from);
+    Some(pool)
 }
 
 /// Splits an upstream URL into what a connection needs.

@@ -73,6 +73,17 @@ pub fn serve(config: Config) -> anyhow::Result<()> {
         .await
     })?;
     gw.spawn_control_tasks(config.catalog_poll);
+    // The admin API runs on the control runtime, beside the store's pool.
+    control.block_on(crate::admin::start(
+        &config.admin_listen,
+        &cert,
+        &key,
+        &config.data_dir,
+        crate::admin::AppState {
+            store: gw.store.clone(),
+            ledger: gw.ledger.clone(),
+        },
+    ))?;
 
     let mut conf = ServerConf {
         threads: config.threads,
@@ -211,6 +222,9 @@ fn spawn_drain_watch(gw: Arc<Gateway>, deadline: Duration, control: tokio::runti
                 }
                 if let Err(e) = gw.tokens.flush_last_used().await {
                     tracing::warn!(error = %e, "final token last-use flush failed");
+                }
+                if let Err(e) = gw.platform.flush_fees().await {
+                    tracing::warn!(error = %e, "final fee flush failed");
                 }
                 gw.store.close().await;
             });

@@ -4,8 +4,8 @@
 
 use crate::plugin::chain::Chain;
 use crate::plugin::{
-    BodyAction, BodyChunk, Checkout, Header, HeaderChanges, HeadersAction, Phase, PluginError,
-    RequestContext, RequestHead, Response, ResponseHead,
+    BodyAction, BodyChunk, CallContext, Checkout, Header, HeaderChanges, HeadersAction, Phase,
+    PluginError, RequestHead, Response, ResponseHead,
 };
 use crate::problem::Problem;
 use bytes::Bytes;
@@ -43,7 +43,7 @@ pub enum Outcome {
 
 impl PluginRun {
     /// Checks out an instance of every plugin of the chain.
-    pub fn start(chain: &Chain, context: &RequestContext) -> Result<PluginRun, (Problem, String)> {
+    pub fn start(chain: &Chain, context: &CallContext) -> Result<PluginRun, (Problem, String)> {
         let mut calls = Vec::with_capacity(chain.len());
         for plugin in chain.iter() {
             match plugin.check_out(context.clone()) {

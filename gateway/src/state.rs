@@ -2,7 +2,9 @@
 //! and the lifecycle flags, plus the control-plane tasks that keep them fresh.
 
 use crate::auth::TokenCache;
+use crate::deferred::Deferrals;
 use crate::ledger::Ledger;
+use crate::platform::Platform;
 use crate::plugin::chain::PluginSet;
 use crate::plugin::PluginEngine;
 use crate::policy::Policy;
@@ -50,6 +52,10 @@ pub struct Gateway {
     pub ledger: Arc<Ledger>,
     /// The rate limiter of the current policy, if it sets one.
     pub rate_limits: ArcSwapOption<RateLimits>,
+    /// Requests kept by store-and-forward.
+    pub deferred: Arc<Deferrals>,
+    /// Incidents and fees reported by plugins.
+    pub platform: Arc<Platform>,
 }
 
 /// Readiness and draining.
@@ -119,8 +125,10 @@ impl Gateway {
         )
         .await?;
         ledger.spawn_flusher();
+        let deferred = Arc::new(Deferrals::load(&store).await?);
+        let platform = Platform::start(store.clone());
         let engine = OnceLock::new();
-        let plugins = load_plugins(&engine, &plugin_cache, &policy, &ledger)?;
+        let plugins = load_plugins(&engine, &plugin_cache, &policy, &ledger, &platform)?;
         let policy_rate_limit = policy.rate_limit.clone();
         let health = HealthRegistry::default();
         let snapshot = store.load_snapshot().await?;
@@ -142,6 +150,8 @@ impl Gateway {
             rate_limits: ArcSwapOption::new(
                 RateLimits::new(policy_rate_limit.as_ref()).map(Arc::new),
             ),
+            deferred,
+            platform,
         };
         Ok(Arc::new(gateway))
     }
@@ -154,7 +164,13 @@ impl Gateway {
             Some(path) => Policy::load(path)?,
             None => Policy::default_policy()?,
         };
-        let plugins = load_plugins(&self.engine, &self.plugin_cache, &policy, &self.ledger)?;
+        let plugins = load_plugins(
+            &self.engine,
+            &self.plugin_cache,
+            &policy,
+            &self.ledger,
+            &self.platform,
+        )?;
         self.plugins.store(Arc::new(plugins));
         self.rate_limits
             .store(RateLimits::new(policy.rate_limit.as_ref()).map(Arc::new));
@@ -180,6 +196,7 @@ impl Gateway {
 
     /// Spawns the catalog watcher and the health checker on the control runtime.
     pub fn spawn_control_tasks(self: &Arc<Self>, poll: Duration) {
+        crate::deferred::spawn_forwarder(self.clone());
         let gw = self.clone();
         self.control.spawn(async move {
             let mut tick = tokio::time::interval(poll);
@@ -261,6 +278,7 @@ fn load_plugins(
     cache: &Path,
     policy: &Policy,
     ledger: &Arc<Ledger>,
+    platform: &Arc<Platform>,
 ) -> anyhow::Result<PluginSet> {
     if policy.plugins.is_empty() {
         return Ok(PluginSet::default());
@@ -269,7 +287,8 @@ fn load_plugins(
         Some(e) => e.clone(),
         None => {
             let sink: Arc<dyn crate::plugin::EvidenceSink> = ledger.clone();
-            let created = PluginEngine::new(cache, Some(sink))?;
+            let reports: Arc<dyn crate::plugin::PlatformSink> = platform.clone();
+            let created = PluginEngine::with_platform(cache, Some(sink), Some(reports))?;
             engine.get_or_init(|| created).clone()
         }
     };

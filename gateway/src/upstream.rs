@@ -102,6 +102,9 @@ pub struct UpstreamPool {
     pub connect_timeout: Option<Duration>,
     /// Read timeout override.
     pub read_timeout: Option<Duration>,
+    /// The same CA bundle as PEM text, for clients other than pingora's
+    /// (store-and-forward deliveries).
+    pub ca_pem: Option<Arc<str>>,
 }
 
 impl std::fmt::Debug for UpstreamPool {
@@ -142,6 +145,7 @@ impl UpstreamPool {
             ca,
             connect_timeout,
             read_timeout,
+            ca_pem: None,
         }
     }
 

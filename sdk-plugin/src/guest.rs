@@ -170,7 +170,7 @@ fn body_action_to_wit(action: http::BodyAction) -> wit::BodyAction {
 /// The host functions of [`crate::host`], over the WIT imports.
 pub(crate) mod backend {
     use super::bindings::chasqui::plugin as imports;
-    use crate::host::{context::Context, crypto, kv::KvError, ledger, log::Level};
+    use crate::host::{context::Context, crypto, incident, kv::KvError, ledger, log::Level};
 
     pub fn log_write(level: Level, message: &str) {
         let level = match level {
@@ -201,6 +201,18 @@ pub(crate) mod backend {
 
     pub fn kv_delete(key: &str) -> Result<(), KvError> {
         imports::kv::delete(key).map_err(kv_error)
+    }
+
+    pub fn kv_set_if_absent(
+        key: &str,
+        value: &[u8],
+        ttl_ms: Option<u64>,
+    ) -> Result<Option<Vec<u8>>, KvError> {
+        imports::kv::set_if_absent(key, value, ttl_ms).map_err(kv_error)
+    }
+
+    pub fn kv_increment(key: &str, delta: i64, ttl_ms: Option<u64>) -> Result<i64, KvError> {
+        imports::kv::increment(key, delta, ttl_ms).map_err(kv_error)
     }
 
     pub fn clock_now_ms() -> u64 {
@@ -281,5 +293,38 @@ pub(crate) mod backend {
             request_id: context.request_id,
             trace_id: context.trace_id,
         }
+    }
+
+    pub fn context_client_address() -> Option<String> {
+        imports::context::client_address()
+    }
+
+    pub fn incident_report(incident: &incident::Incident) -> Result<String, incident::IncidentError> {
+        use imports::incident as wit;
+        let report = wit::IncidentReport {
+            kind: incident.kind.clone(),
+            severity: match incident.severity {
+                incident::Severity::Low => wit::Severity::Low,
+                incident::Severity::Medium => wit::Severity::Medium,
+                incident::Severity::High => wit::Severity::High,
+                incident::Severity::Critical => wit::Severity::Critical,
+            },
+            summary: incident.summary.clone(),
+            detail_json: incident.detail.to_string(),
+            blocked: incident.blocked,
+            notify: incident
+                .notify
+                .iter()
+                .map(|party| match party {
+                    incident::Party::Publisher => wit::Party::Publisher,
+                    incident::Party::Consumer => wit::Party::Consumer,
+                })
+                .collect(),
+        };
+        wit::report(&report).map_err(incident::IncidentError)
+    }
+
+    pub fn metering_record_fee(item: &str, amount_minor: u64, currency: &str) {
+        imports::metering::record_fee(item, amount_minor, currency);
     }
 }

@@ -87,13 +87,34 @@ pub mod kv {
     /// Stores `value` under `key`; with `ttl` it expires after that long (rounded down to
     /// milliseconds).
     pub fn set(key: &str, value: &[u8], ttl: Option<Duration>) -> Result<(), KvError> {
-        let ttl_ms = ttl.map(|ttl| u64::try_from(ttl.as_millis()).unwrap_or(u64::MAX));
-        backend::kv_set(key, value, ttl_ms)
+        backend::kv_set(key, value, ttl_ms(ttl))
     }
 
     /// Removes `key` (removing a missing key succeeds).
     pub fn delete(key: &str) -> Result<(), KvError> {
         backend::kv_delete(key)
+    }
+
+    /// Stores `value` under `key` only if there is no live entry, atomically across all the
+    /// plugin's instances: `Ok(None)` means it was stored, `Ok(Some(existing))` that an entry
+    /// was there (nothing written). The building block of idempotency keys.
+    pub fn set_if_absent(
+        key: &str,
+        value: &[u8],
+        ttl: Option<Duration>,
+    ) -> Result<Option<Vec<u8>>, KvError> {
+        backend::kv_set_if_absent(key, value, ttl_ms(ttl))
+    }
+
+    /// Adds `delta` to the counter under `key` atomically and returns the new value. A
+    /// missing or expired counter starts at 0 and lives for `ttl` from its creation (a
+    /// fixed window).
+    pub fn increment(key: &str, delta: i64, ttl: Option<Duration>) -> Result<i64, KvError> {
+        backend::kv_increment(key, delta, ttl_ms(ttl))
+    }
+
+    fn ttl_ms(ttl: Option<Duration>) -> Option<u64> {
+        ttl.map(|ttl| u64::try_from(ttl.as_millis()).unwrap_or(u64::MAX))
     }
 }
 
@@ -226,5 +247,77 @@ pub mod context {
     /// The current request's context (all empty during [`Plugin::new`](crate::Plugin::new)).
     pub fn get() -> Context {
         backend::context_get()
+    }
+
+    /// The calling client's IP address as text, without port; `None` outside a request.
+    pub fn client_address() -> Option<String> {
+        backend::context_client_address()
+    }
+}
+
+/// Security incidents, stored and notified by the gateway
+/// ([`Capability::Incident`](crate::Capability::Incident)).
+pub mod incident {
+    use super::backend;
+
+    /// How serious an incident is.
+    #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
+    pub enum Severity {
+        /// Worth recording.
+        Low,
+        /// Worth a look.
+        Medium,
+        /// Needs attention.
+        High,
+        /// Needs attention now.
+        Critical,
+    }
+
+    /// Whom the gateway notifies about an incident.
+    #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+    pub enum Party {
+        /// The entity that publishes the service called.
+        Publisher,
+        /// The calling entity.
+        Consumer,
+    }
+
+    /// One incident, as a plugin reports it. The gateway adds the request's context.
+    #[derive(Debug, Clone, PartialEq)]
+    pub struct Incident {
+        /// What happened: `[a-z0-9._-]`, at most 64 bytes (e.g. `cgii.sqli`).
+        pub kind: String,
+        /// How serious it is.
+        pub severity: Severity,
+        /// One line for humans, at most 256 bytes.
+        pub summary: String,
+        /// The evidence, at most 16 KiB as JSON.
+        pub detail: serde_json::Value,
+        /// Whether the plugin blocked the request.
+        pub blocked: bool,
+        /// Whom to notify.
+        pub notify: Vec<Party>,
+    }
+
+    /// The gateway refused an incident; the text says why.
+    #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+    #[error("incident refused: {0}")]
+    pub struct IncidentError(pub String);
+
+    /// Records an incident and returns its id.
+    pub fn report(incident: &Incident) -> Result<String, IncidentError> {
+        backend::incident_report(incident)
+    }
+}
+
+/// Fees for usage reports ([`Capability::Metering`](crate::Capability::Metering)).
+pub mod metering {
+    use super::backend;
+
+    /// Records a fee: `item` names it (`[a-z0-9._-]`, e.g. `ppe.qr`), `amount_minor` is in
+    /// minor units (centavos) of `currency` (ISO 4217, e.g. `BOB`). The gateway attributes
+    /// it to consumer x service x environment x hour. Never fails.
+    pub fn record_fee(item: &str, amount_minor: u64, currency: &str) {
+        backend::metering_record_fee(item, amount_minor, currency);
     }
 }

@@ -148,11 +148,15 @@ pub enum Capability {
     Ledger,
     /// [`host::context`]: who is calling which service.
     Context,
+    /// [`host::incident`]: report security incidents.
+    Incident,
+    /// [`host::metering`]: record fees for usage reports.
+    Metering,
 }
 
 impl Capability {
     /// Every capability, in WIT order.
-    pub const ALL: [Capability; 7] = [
+    pub const ALL: [Capability; 9] = [
         Capability::Log,
         Capability::Kv,
         Capability::Clock,
@@ -160,6 +164,8 @@ impl Capability {
         Capability::Metrics,
         Capability::Ledger,
         Capability::Context,
+        Capability::Incident,
+        Capability::Metering,
     ];
 
     /// The WIT interface name (`log`, `kv`, ...), as listed in the plugin's metadata.
@@ -172,6 +178,8 @@ impl Capability {
             Capability::Metrics => "metrics",
             Capability::Ledger => "ledger",
             Capability::Context => "context",
+            Capability::Incident => "incident",
+            Capability::Metering => "metering",
         }
     }
 }

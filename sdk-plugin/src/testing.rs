@@ -38,6 +38,7 @@ mod schema;
 pub use schema::SchemaError;
 
 use crate::host::context::Context;
+use crate::host::incident::{Incident, IncidentError, Party, Severity};
 use crate::host::kv::KvError;
 use crate::host::ledger::{LedgerError, Receipt};
 use crate::host::log::Level;
@@ -115,6 +116,34 @@ pub struct LedgerEntry {
     pub receipt: Receipt,
 }
 
+/// One incident reported by the plugin.
+#[derive(Debug, Clone, PartialEq)]
+pub struct IncidentRecord {
+    /// Its kind (`cgii.sqli`, ...).
+    pub kind: String,
+    /// Its severity.
+    pub severity: Severity,
+    /// Its one-line summary.
+    pub summary: String,
+    /// Its evidence.
+    pub detail: serde_json::Value,
+    /// Whether the plugin blocked the request.
+    pub blocked: bool,
+    /// Whom to notify.
+    pub notify: Vec<Party>,
+}
+
+/// One fee recorded by the plugin.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct FeeRecord {
+    /// What the fee is for (`ppe.qr`, ...).
+    pub item: String,
+    /// The amount in minor units (centavos).
+    pub amount_minor: u64,
+    /// The ISO 4217 currency.
+    pub currency: String,
+}
+
 /// The fake host's state.
 #[derive(Debug)]
 struct FakeHost {
@@ -129,6 +158,9 @@ struct FakeHost {
     metrics: Vec<MetricSample>,
     ledger: Vec<LedgerEntry>,
     ledger_failure: Option<String>,
+    client_address: Option<String>,
+    incidents: Vec<IncidentRecord>,
+    fees: Vec<FeeRecord>,
 }
 
 impl FakeHost {
@@ -152,6 +184,9 @@ impl FakeHost {
             metrics: Vec::new(),
             ledger: Vec::new(),
             ledger_failure: None,
+            client_address: Some("192.0.2.10".into()),
+            incidents: Vec::new(),
+            fees: Vec::new(),
         }
     }
 
@@ -374,6 +409,22 @@ impl<P: Plugin> Harness<P> {
     pub fn fail_ledger(&self, reason: Option<&str>) {
         self.host.borrow_mut().ledger_failure = reason.map(str::to_string);
     }
+
+    /// Sets the client address that [`host::context::client_address`](crate::host::context::client_address)
+    /// returns during phases (`192.0.2.10` until set).
+    pub fn set_client_address(&self, address: Option<&str>) {
+        self.host.borrow_mut().client_address = address.map(str::to_string);
+    }
+
+    /// The incidents reported so far, in order.
+    pub fn incidents(&self) -> Vec<IncidentRecord> {
+        self.host.borrow().incidents.clone()
+    }
+
+    /// The fees recorded so far, in order.
+    pub fn fees(&self) -> Vec<FeeRecord> {
+        self.host.borrow().fees.clone()
+    }
 }
 
 /// Checks metadata as the gateway does when it loads a plugin.
@@ -556,6 +607,42 @@ pub(crate) mod backend {
         })
     }
 
+    pub fn kv_set_if_absent(
+        key: &str,
+        value: &[u8],
+        ttl_ms: Option<u64>,
+    ) -> Result<Option<Vec<u8>>, KvError> {
+        with_host(Capability::Kv, "kv::set_if_absent", |host| {
+            kv_check(host, key, value.len())?;
+            if let Some(existing) = host.kv_live(key) {
+                return Ok(Some(existing.clone()));
+            }
+            let expires = ttl_ms.map(|ttl| host.now_ms.saturating_add(ttl));
+            host.kv.insert(key.to_string(), (value.to_vec(), expires));
+            Ok(None)
+        })
+    }
+
+    pub fn kv_increment(key: &str, delta: i64, ttl_ms: Option<u64>) -> Result<i64, KvError> {
+        with_host(Capability::Kv, "kv::increment", |host| {
+            kv_check(host, key, 8)?;
+            let now = host.now_ms;
+            let (current, expires) = match host.kv.get(key) {
+                Some((value, expires)) if expires.is_none_or(|at| now < at) => {
+                    let current = <[u8; 8]>::try_from(value.as_slice())
+                        .map(i64::from_le_bytes)
+                        .unwrap_or(0);
+                    (current, *expires)
+                }
+                _ => (0, ttl_ms.map(|ttl| now.saturating_add(ttl))),
+            };
+            let next = current.saturating_add(delta);
+            host.kv
+                .insert(key.to_string(), (next.to_le_bytes().to_vec(), expires));
+            Ok(next)
+        })
+    }
+
     pub fn clock_now_ms() -> u64 {
         with_host(Capability::Clock, "clock::now_ms", |host| host.now_ms)
     }
@@ -675,5 +762,68 @@ pub(crate) mod backend {
                 Context::default()
             }
         })
+    }
+
+    pub fn context_client_address() -> Option<String> {
+        with_host(Capability::Context, "context::client_address", |host| {
+            if host.in_phase {
+                host.client_address.clone()
+            } else {
+                None
+            }
+        })
+    }
+
+    pub fn incident_report(incident: &Incident) -> Result<String, IncidentError> {
+        with_host(Capability::Incident, "incident::report", |host| {
+            let kind_ok = !incident.kind.is_empty()
+                && incident.kind.len() <= 64
+                && incident
+                    .kind
+                    .bytes()
+                    .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b"._-".contains(&b));
+            if !kind_ok {
+                return Err(IncidentError(format!(
+                    "the kind {:?} is not [a-z0-9._-] of at most 64 bytes",
+                    incident.kind
+                )));
+            }
+            if incident.summary.len() > 256 {
+                return Err(IncidentError("the summary is over 256 bytes".into()));
+            }
+            if incident.detail.to_string().len() > 16 << 10 {
+                return Err(IncidentError("the detail is over 16 KiB".into()));
+            }
+            host.incidents.push(IncidentRecord {
+                kind: incident.kind.clone(),
+                severity: incident.severity,
+                summary: incident.summary.clone(),
+                detail: incident.detail.clone(),
+                blocked: incident.blocked,
+                notify: incident.notify.clone(),
+            });
+            Ok(format!("inc-{}", host.incidents.len()))
+        })
+    }
+
+    pub fn metering_record_fee(item: &str, amount_minor: u64, currency: &str) {
+        with_host(Capability::Metering, "metering::record_fee", |host| {
+            let item_ok = !item.is_empty()
+                && item.len() <= 64
+                && item
+                    .bytes()
+                    .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b"._-".contains(&b));
+            if !item_ok {
+                panic!("the fee item {item:?} is not [a-z0-9._-] of at most 64 bytes: the gateway would drop it");
+            }
+            if currency.len() != 3 || !currency.bytes().all(|b| b.is_ascii_uppercase()) {
+                panic!("the currency {currency:?} is not an ISO 4217 code: the gateway would drop the fee");
+            }
+            host.fees.push(FeeRecord {
+                item: item.to_string(),
+                amount_minor,
+                currency: currency.to_string(),
+            });
+        });
     }
 }

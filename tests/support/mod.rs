@@ -77,7 +77,13 @@ impl Drop for Upstream {
 impl Upstream {
     /// Starts a plain-HTTP upstream.
     pub async fn start(name: &str, behavior: Behavior) -> Upstream {
-        Self::start_inner(name, behavior, None).await
+        Self::start_inner(name, behavior, None, 0).await
+    }
+
+    /// Starts a plain-HTTP upstream on a given loopback port (to bring one
+    /// back where it was).
+    pub async fn start_at(name: &str, behavior: Behavior, port: u16) -> Upstream {
+        Self::start_inner(name, behavior, None, port).await
     }
 
     /// Starts an HTTPS upstream with the given server config.
@@ -86,6 +92,7 @@ impl Upstream {
             name,
             Behavior::Echo,
             Some(tokio_rustls::TlsAcceptor::from(config)),
+            0,
         )
         .await
     }
@@ -94,8 +101,9 @@ impl Upstream {
         name: &str,
         behavior: Behavior,
         tls: Option<tokio_rustls::TlsAcceptor>,
+        port: u16,
     ) -> Upstream {
-        let listener = TcpListener::bind("127.0.0.1:0")
+        let listener = TcpListener::bind(("127.0.0.1", port))
             .await
             .expect("bind upstream");
         let addr = listener.local_addr().expect("addr");
@@ -274,6 +282,8 @@ async fn drop_after_request(
 /// A running gateway process with its data directory.
 pub struct Gateway {
     pub port: u16,
+    /// Port of the admin API's HTTPS listener.
+    pub admin_port: u16,
     pub dir: tempfile::TempDir,
     /// Tokens issued by the import, by label.
     pub tokens: HashMap<String, String>,
@@ -323,6 +333,7 @@ impl Gateway {
         std::fs::write(&policy, policy_text).unwrap();
         let mut gw = Gateway {
             port: 0,
+            admin_port: 0,
             dir,
             tokens,
             child: None,
@@ -335,6 +346,7 @@ impl Gateway {
     /// Starts the process on a fresh port and waits until it is ready.
     pub async fn spawn(&mut self) {
         let port = free_port();
+        let admin_port = free_port();
         let log = std::fs::File::create(self.dir.path().join("gateway.log")).unwrap();
         let child = Command::new(CHASQUI)
             .arg("serve")
@@ -342,6 +354,8 @@ impl Gateway {
             .arg(self.dir.path())
             .arg("--listen")
             .arg(format!("127.0.0.1:{port}"))
+            .arg("--admin-listen")
+            .arg(format!("127.0.0.1:{admin_port}"))
             .arg("--policy")
             .arg(self.dir.path().join("policy.yaml"))
             .args([
@@ -359,6 +373,7 @@ impl Gateway {
             .spawn()
             .expect("start chasqui");
         self.port = port;
+        self.admin_port = admin_port;
         self.child = Some(child);
         self.client = self.https_client(false);
         let deadline = Instant::now() + Duration::from_secs(30);
@@ -402,6 +417,17 @@ impl Gateway {
 
     pub fn url(&self, path: &str) -> String {
         format!("https://localhost:{}{path}", self.port)
+    }
+
+    /// A URL on the admin API's listener.
+    pub fn admin_url(&self, path: &str) -> String {
+        format!("https://localhost:{}{path}", self.admin_port)
+    }
+
+    /// The bootstrap operator's admin token, written at first start.
+    pub fn admin_token(&self) -> String {
+        let token = wait_for_file(&self.dir.path().join("admin-token"));
+        String::from_utf8(token).unwrap().trim().to_string()
     }
 
     pub fn token(&self, label: &str) -> &str {

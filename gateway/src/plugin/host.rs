@@ -1,8 +1,10 @@
 //! The host side of the plugin interfaces: per-store state and the
 //! implementation of each capability.
 
-use super::chasqui::plugin::{clock, context, crypto, kv, ledger, log, metrics};
-use super::Capability;
+use super::chasqui::plugin::{
+    clock, context, crypto, incident, kv, ledger, log, metering, metrics,
+};
+use super::{CallContext, Capability, IncidentReport, PlatformSink};
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use base64::Engine as _;
 use sha2::{Digest, Sha256};
@@ -27,6 +29,7 @@ type KvEntry = (Vec<u8>, Option<Instant>);
 pub struct PluginShared {
     name: String,
     evidence: Option<Arc<dyn super::EvidenceSink>>,
+    platform: Option<Arc<dyn PlatformSink>>,
     kv: Mutex<HashMap<String, KvEntry>>,
     metrics: Mutex<BTreeMap<String, f64>>,
 }
@@ -42,10 +45,15 @@ impl std::fmt::Debug for PluginShared {
 
 impl PluginShared {
     /// Empty state for plugin `name`.
-    pub fn new(name: &str, evidence: Option<Arc<dyn super::EvidenceSink>>) -> PluginShared {
+    pub fn new(
+        name: &str,
+        evidence: Option<Arc<dyn super::EvidenceSink>>,
+        platform: Option<Arc<dyn PlatformSink>>,
+    ) -> PluginShared {
         PluginShared {
             name: name.to_string(),
             evidence,
+            platform,
             kv: Mutex::default(),
             metrics: Mutex::default(),
         }
@@ -67,14 +75,14 @@ pub struct HostState {
     shared: Arc<PluginShared>,
     /// Memory and instance limits, applied by the store's limiter.
     pub limits: StoreLimits,
-    context: Option<RequestContext>,
+    context: Option<CallContext>,
 }
 
 impl HostState {
     pub(super) fn new(
         shared: Arc<PluginShared>,
         limits: StoreLimits,
-        context: Option<RequestContext>,
+        context: Option<CallContext>,
     ) -> HostState {
         HostState {
             shared,
@@ -83,12 +91,14 @@ impl HostState {
         }
     }
 
-    pub(super) fn set_context(&mut self, context: Option<RequestContext>) {
+    pub(super) fn set_context(&mut self, context: Option<CallContext>) {
         self.context = context;
     }
 
     fn request_id(&self) -> &str {
-        self.context.as_ref().map_or("-", |c| c.request_id.as_str())
+        self.context
+            .as_ref()
+            .map_or("-", |c| c.request.request_id.as_str())
     }
 }
 
@@ -106,6 +116,8 @@ pub(super) fn add_granted(
             Capability::Metrics => metrics::add_to_linker::<_, HasSelf<_>>(linker, |s| s)?,
             Capability::Ledger => ledger::add_to_linker::<_, HasSelf<_>>(linker, |s| s)?,
             Capability::Context => context::add_to_linker::<_, HasSelf<_>>(linker, |s| s)?,
+            Capability::Incident => incident::add_to_linker::<_, HasSelf<_>>(linker, |s| s)?,
+            Capability::Metering => metering::add_to_linker::<_, HasSelf<_>>(linker, |s| s)?,
         }
     }
     debug_assert!(granted.iter().all(|c| Capability::ALL.contains(c)));
@@ -181,6 +193,77 @@ impl kv::Host for HostState {
             .remove(&key);
         Ok(())
     }
+
+    fn set_if_absent(
+        &mut self,
+        key: String,
+        value: Vec<u8>,
+        ttl_ms: Option<u64>,
+    ) -> Result<Option<Vec<u8>>, kv::Error> {
+        if key.len() > MAX_KEY || value.len() > MAX_VALUE {
+            return Err(kv::Error::TooLarge);
+        }
+        let now = Instant::now();
+        // One lock for the check and the write: that is the atomicity the
+        // contract promises across instances.
+        let mut map = self.shared.kv.lock().unwrap_or_else(|p| p.into_inner());
+        if let Some((existing, expiry)) = map.get(&key) {
+            if expiry.is_none_or(|e| e > now) {
+                return Ok(Some(existing.clone()));
+            }
+        }
+        make_room(&mut map, &key, now)?;
+        let expiry = ttl_ms.map(|ms| now + std::time::Duration::from_millis(ms));
+        map.insert(key, (value, expiry));
+        Ok(None)
+    }
+
+    fn increment(
+        &mut self,
+        key: String,
+        delta: i64,
+        ttl_ms: Option<u64>,
+    ) -> Result<i64, kv::Error> {
+        if key.len() > MAX_KEY {
+            return Err(kv::Error::TooLarge);
+        }
+        let now = Instant::now();
+        let mut map = self.shared.kv.lock().unwrap_or_else(|p| p.into_inner());
+        let live = map
+            .get(&key)
+            .filter(|(_, expiry)| expiry.is_none_or(|e| e > now))
+            .map(|(value, expiry)| {
+                let current = <[u8; 8]>::try_from(value.as_slice())
+                    .map(i64::from_le_bytes)
+                    .unwrap_or(0);
+                (current, *expiry)
+            });
+        let (current, expiry) = match live {
+            Some(found) => found,
+            None => {
+                make_room(&mut map, &key, now)?;
+                (
+                    0,
+                    ttl_ms.map(|ms| now + std::time::Duration::from_millis(ms)),
+                )
+            }
+        };
+        let next = current.saturating_add(delta);
+        map.insert(key, (next.to_le_bytes().to_vec(), expiry));
+        Ok(next)
+    }
+}
+
+/// Makes room for a new `key` within the namespace's entry quota, dropping
+/// expired entries first.
+fn make_room(map: &mut HashMap<String, KvEntry>, key: &str, now: Instant) -> Result<(), kv::Error> {
+    if map.len() >= MAX_ENTRIES && !map.contains_key(key) {
+        map.retain(|_, (_, exp)| exp.is_none_or(|e| e > now));
+        if map.len() >= MAX_ENTRIES {
+            return Err(kv::Error::QuotaExceeded);
+        }
+    }
+    Ok(())
 }
 
 fn process_start() -> Instant {
@@ -360,14 +443,102 @@ impl ledger::Host for HostState {
 }
 
 impl context::Host for HostState {
+    fn client_address(&mut self) -> Option<String> {
+        self.context.as_ref().and_then(|c| c.client_address.clone())
+    }
+
     fn get(&mut self) -> RequestContext {
-        self.context.clone().unwrap_or_else(|| RequestContext {
-            consumer_entity: None,
-            consumer_system: None,
-            service: String::new(),
-            environment: String::new(),
-            request_id: String::new(),
-            trace_id: None,
-        })
+        self.context
+            .as_ref()
+            .map(|c| c.request.clone())
+            .unwrap_or_else(|| RequestContext {
+                consumer_entity: None,
+                consumer_system: None,
+                service: String::new(),
+                environment: String::new(),
+                request_id: String::new(),
+                trace_id: None,
+            })
+    }
+}
+
+/// `[a-z0-9._-]`, 1 to 64 bytes: the shape of ledger kinds, incident kinds
+/// and fee items.
+fn valid_kind(kind: &str) -> bool {
+    !kind.is_empty()
+        && kind.len() <= 64
+        && kind
+            .bytes()
+            .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b"._-".contains(&b))
+}
+
+impl incident::Host for HostState {
+    fn report(&mut self, report: incident::IncidentReport) -> Result<String, String> {
+        let Some(sink) = self.shared.platform.clone() else {
+            return Err("incident reporting is not available on this gateway".into());
+        };
+        let Some(context) = self.context.clone() else {
+            return Err("incidents can only be reported while serving a request".into());
+        };
+        if !valid_kind(&report.kind) {
+            return Err(format!(
+                "the kind {:?} is not [a-z0-9._-] of at most 64 bytes",
+                report.kind
+            ));
+        }
+        if report.summary.len() > 256 {
+            return Err("the summary is over 256 bytes".into());
+        }
+        if report.detail_json.len() > 16 << 10 {
+            return Err("the detail is over 16 KiB".into());
+        }
+        if serde_json::from_str::<serde::de::IgnoredAny>(&report.detail_json).is_err() {
+            return Err("the detail is not JSON".into());
+        }
+        let severity = match report.severity {
+            incident::Severity::Low => "low",
+            incident::Severity::Medium => "medium",
+            incident::Severity::High => "high",
+            incident::Severity::Critical => "critical",
+        };
+        let mut notify: Vec<&'static str> = report
+            .notify
+            .iter()
+            .map(|party| match party {
+                incident::Party::Publisher => "publisher",
+                incident::Party::Consumer => "consumer",
+            })
+            .collect();
+        notify.dedup();
+        sink.incident(
+            &context,
+            IncidentReport {
+                plugin: self.shared.name.clone(),
+                kind: report.kind,
+                severity,
+                summary: report.summary,
+                detail_json: report.detail_json,
+                blocked: report.blocked,
+                notify,
+            },
+        )
+    }
+}
+
+impl metering::Host for HostState {
+    fn record_fee(&mut self, item: String, amount_minor: u64, currency: String) {
+        let currency_ok = currency.len() == 3 && currency.bytes().all(|b| b.is_ascii_uppercase());
+        if !valid_kind(&item) || !currency_ok {
+            tracing::warn!(plugin = %self.shared.name, item, currency, "fee dropped: invalid item or currency");
+            return;
+        }
+        match (self.shared.platform.clone(), self.context.as_ref()) {
+            (Some(sink), Some(context)) => {
+                sink.fee(context, &self.shared.name, &item, amount_minor, &currency)
+            }
+            _ => {
+                tracing::info!(plugin = %self.shared.name, item, amount_minor, currency, "fee recorded outside a request or without metering")
+            }
+        }
     }
 }

@@ -68,11 +68,15 @@ pub enum Capability {
     Ledger,
     /// `context`
     Context,
+    /// `incident`
+    Incident,
+    /// `metering`
+    Metering,
 }
 
 impl Capability {
     /// Every capability.
-    pub const ALL: [Capability; 7] = [
+    pub const ALL: [Capability; 9] = [
         Capability::Log,
         Capability::Kv,
         Capability::Clock,
@@ -80,6 +84,8 @@ impl Capability {
         Capability::Metrics,
         Capability::Ledger,
         Capability::Context,
+        Capability::Incident,
+        Capability::Metering,
     ];
 
     /// The WIT interface name.
@@ -92,6 +98,8 @@ impl Capability {
             Capability::Metrics => "metrics",
             Capability::Ledger => "ledger",
             Capability::Context => "context",
+            Capability::Incident => "incident",
+            Capability::Metering => "metering",
         }
     }
 
@@ -250,11 +258,66 @@ pub trait EvidenceSink: Send + Sync {
     ) -> Result<(u64, String), String>;
 }
 
+/// A security incident as a plugin reported it, with the plugin's name.
+#[derive(Debug, Clone, PartialEq)]
+pub struct IncidentReport {
+    /// The reporting plugin.
+    pub plugin: String,
+    /// `[a-z0-9._-]`, at most 64 bytes.
+    pub kind: String,
+    /// `low`, `medium`, `high` or `critical`.
+    pub severity: &'static str,
+    /// One line, at most 256 bytes.
+    pub summary: String,
+    /// The evidence, JSON text of at most 16 KiB.
+    pub detail_json: String,
+    /// Whether the plugin blocked the request.
+    pub blocked: bool,
+    /// Parties to notify: `publisher`, `consumer`.
+    pub notify: Vec<&'static str>,
+}
+
+/// Where the `incident` and `metering` capabilities deliver what plugins
+/// report. Both are called on the request path: implementations must not
+/// block (queue, then write elsewhere).
+pub trait PlatformSink: Send + Sync {
+    /// Records an incident seen while serving `context`; returns its id.
+    fn incident(&self, context: &CallContext, report: IncidentReport) -> Result<String, String>;
+    /// Records a fee charged while serving `context`.
+    fn fee(
+        &self,
+        context: &CallContext,
+        plugin: &str,
+        item: &str,
+        amount_minor: u64,
+        currency: &str,
+    );
+}
+
+/// What the host knows about the request a plugin instance serves.
+#[derive(Debug, Clone)]
+pub struct CallContext {
+    /// The context given to the plugin (`context.get`).
+    pub request: RequestContext,
+    /// The client's IP address (`context.client-address`).
+    pub client_address: Option<String>,
+}
+
+impl From<RequestContext> for CallContext {
+    fn from(request: RequestContext) -> CallContext {
+        CallContext {
+            request,
+            client_address: None,
+        }
+    }
+}
+
 /// The engine all plugins share, with its epoch ticker.
 pub struct PluginEngine {
     engine: Engine,
     cache_dir: PathBuf,
     evidence: Option<Arc<dyn EvidenceSink>>,
+    platform: Option<Arc<dyn PlatformSink>>,
 }
 
 impl PluginEngine {
@@ -265,6 +328,17 @@ impl PluginEngine {
     pub fn new(
         cache_dir: &Path,
         evidence: Option<Arc<dyn EvidenceSink>>,
+    ) -> anyhow::Result<Arc<PluginEngine>> {
+        Self::with_platform(cache_dir, evidence, None)
+    }
+
+    /// Like [`PluginEngine::new`], with the sink of the `incident` and
+    /// `metering` capabilities (without one, incidents are refused as
+    /// unavailable and fees are only logged).
+    pub fn with_platform(
+        cache_dir: &Path,
+        evidence: Option<Arc<dyn EvidenceSink>>,
+        platform: Option<Arc<dyn PlatformSink>>,
     ) -> anyhow::Result<Arc<PluginEngine>> {
         let mut pool = PoolingAllocationConfig::default();
         pool.total_component_instances(1_000)
@@ -296,6 +370,7 @@ impl PluginEngine {
             engine,
             cache_dir: cache_dir.to_path_buf(),
             evidence,
+            platform,
         }))
     }
 
@@ -357,7 +432,11 @@ impl PluginEngine {
             .map_err(|e| invalid(format!("{e:#}")))?;
         let pre = PluginPre::new(pre).map_err(|e| invalid(format!("{e:#}")))?;
 
-        let shared = Arc::new(PluginShared::new(&spec.name, self.evidence.clone()));
+        let shared = Arc::new(PluginShared::new(
+            &spec.name,
+            self.evidence.clone(),
+            self.platform.clone(),
+        ));
         let loaded = LoadedPlugin {
             engine: self.clone(),
             pre,
@@ -511,7 +590,7 @@ impl LoadedPlugin {
         self.breaker.is_open()
     }
 
-    fn instantiate(&self, context: Option<RequestContext>) -> Result<PluginInstance, PluginError> {
+    fn instantiate(&self, context: Option<CallContext>) -> Result<PluginInstance, PluginError> {
         let limits = StoreLimitsBuilder::new()
             .memory_size(self.spec.limits.memory_bytes)
             .instances(4)
@@ -540,7 +619,11 @@ impl LoadedPlugin {
     /// An instance for one request: a fresh, configured one in `request`
     /// mode, a warm one from the pool in `pooled` mode. Refused while the
     /// breaker is open.
-    pub fn check_out(self: &Arc<Self>, context: RequestContext) -> Result<Checkout, PluginError> {
+    pub fn check_out(
+        self: &Arc<Self>,
+        context: impl Into<CallContext>,
+    ) -> Result<Checkout, PluginError> {
+        let context = context.into();
         let permit = self.breaker.permit();
         if permit == Permit::Reject {
             return Err(PluginError::BreakerOpen {

@@ -1,0 +1,15 @@
+//! The handlers of the admin API, one module per kind of object. Each is
+//! annotated for the OpenAPI document ([`super::openapi`]).
+
+pub mod discovery;
+pub mod documents;
+pub mod entities;
+pub mod principals;
+pub mod requests;
+pub mod services;
+pub mod tokens;
+
+use super::error::ApiError;
+
+/// Result of a handler.
+pub type ApiResult<T> = Result<T, ApiError>;
