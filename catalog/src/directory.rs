@@ -5,8 +5,8 @@
 //! gateways reload.
 
 use crate::domain::{
-    code, email, https_url, like_pattern, optional_text, phone, required_text, upstream_url,
-    Actor, DomainError, DomainResult, Page, PageRequest, Role,
+    code, email, https_url, like_pattern, optional_text, phone, required_text, upstream_url, Actor,
+    DomainError, DomainResult, Page, PageRequest, Role,
 };
 use crate::model::{now_unix, Category, Environment};
 use crate::store::Store;
@@ -18,6 +18,7 @@ pub const MAX_OPENAPI_BYTES: usize = 1 << 20;
 
 /// A security contact point of an entity (document 000, section 8).
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
+#[serde(deny_unknown_fields)]
 pub struct Contact {
     /// Full name.
     pub full_name: String,
@@ -51,6 +52,7 @@ pub struct Entity {
 
 /// What creating an entity takes.
 #[derive(Debug, Clone, Deserialize, utoipa::ToSchema)]
+#[serde(deny_unknown_fields)]
 pub struct NewEntity {
     /// Short code.
     pub code: String,
@@ -66,6 +68,7 @@ pub struct NewEntity {
 
 /// A change to an entity; absent fields stay.
 #[derive(Debug, Clone, Default, Deserialize, utoipa::ToSchema)]
+#[serde(deny_unknown_fields)]
 pub struct EntityPatch {
     /// New full name.
     pub name: Option<String>,
@@ -94,6 +97,7 @@ pub struct System {
 
 /// The metadata sheet of a service ("ficha de metadatos").
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
+#[serde(deny_unknown_fields)]
 pub struct Sheet {
     /// What data the service provides.
     #[serde(default)]
@@ -150,6 +154,7 @@ pub struct Service {
 
 /// What creating a service takes.
 #[derive(Debug, Clone, Deserialize, utoipa::ToSchema)]
+#[serde(deny_unknown_fields)]
 pub struct NewService {
     /// Publishing entity's code (a publisher may only name its own).
     pub publisher: String,
@@ -171,6 +176,7 @@ pub struct NewService {
 
 /// A change to a service's descriptive fields; absent fields stay.
 #[derive(Debug, Clone, Default, Deserialize, utoipa::ToSchema)]
+#[serde(deny_unknown_fields)]
 pub struct ServicePatch {
     /// New name.
     pub name: Option<String>,
@@ -199,6 +205,7 @@ pub struct ServiceFilter {
 
 /// One upstream of an environment.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
+#[serde(deny_unknown_fields)]
 pub struct Upstream {
     /// Base URL.
     pub url: String,
@@ -213,6 +220,7 @@ fn one() -> u32 {
 
 /// The upstreams and settings of one environment of a service.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
+#[serde(deny_unknown_fields)]
 pub struct EnvironmentConfig {
     /// Which environment (set from the URL).
     #[serde(default = "pruebas")]
@@ -315,10 +323,16 @@ pub fn validate_openapi(doc: &serde_json::Value, size: usize) -> DomainResult<()
         ));
     }
     if !doc.get("info").is_some_and(|v| v.is_object()) {
-        return Err(DomainError::field("info", "the OpenAPI document needs an `info` object"));
+        return Err(DomainError::field(
+            "info",
+            "the OpenAPI document needs an `info` object",
+        ));
     }
     if !doc.get("paths").is_some_and(|v| v.is_object()) {
-        return Err(DomainError::field("paths", "the OpenAPI document needs a `paths` object"));
+        return Err(DomainError::field(
+            "paths",
+            "the OpenAPI document needs a `paths` object",
+        ));
     }
     Ok(())
 }
@@ -685,7 +699,10 @@ impl Store {
     pub async fn create_service(&self, actor: &Actor, new: &NewService) -> DomainResult<Service> {
         let code_v = code("code", &new.code)?;
         if !(1..=i64::from(u16::MAX)).contains(&new.version) {
-            return Err(DomainError::field("version", "must be a whole number from 1"));
+            return Err(DomainError::field(
+                "version",
+                "must be a whole number from 1",
+            ));
         }
         let name = required_text("name", &new.name, 300)?;
         let description = optional_text("description", &new.description, 4000)?;
@@ -697,7 +714,10 @@ impl Store {
             .fetch_optional(&mut *tx)
             .await?
             .ok_or_else(|| {
-                DomainError::field("publisher", format!("no entity has code `{}`", new.publisher))
+                DomainError::field(
+                    "publisher",
+                    format!("no entity has code `{}`", new.publisher),
+                )
             })?;
         actor.require_for_entity(Role::Publisher, entity_id, "register its services")?;
         let now = now_unix();
@@ -829,7 +849,10 @@ impl Store {
             .bind(page.limit + 1)
             .fetch_all(self.pool())
             .await?;
-        let items = rows.iter().map(service_of).collect::<DomainResult<Vec<_>>>()?;
+        let items = rows
+            .iter()
+            .map(service_of)
+            .collect::<DomainResult<Vec<_>>>()?;
         Ok(page.finish(items, |s| s.id))
     }
 
@@ -852,7 +875,11 @@ impl Store {
             .as_deref()
             .map(|d| optional_text("description", d, 4000))
             .transpose()?;
-        let category = patch.category.as_deref().map(validate_category).transpose()?;
+        let category = patch
+            .category
+            .as_deref()
+            .map(validate_category)
+            .transpose()?;
         let sheet = patch.sheet.as_ref().map(validate_sheet).transpose()?;
         let now = now_unix();
         let mut tx = self.write_tx().await?;
@@ -934,8 +961,7 @@ impl Store {
         let text = text.ok_or_else(|| {
             DomainError::NotFound(format!("the OpenAPI document of service {id}"))
         })?;
-        serde_json::from_str(&text)
-            .map_err(|e| DomainError::Db(sqlx::Error::Decode(Box::new(e))))
+        serde_json::from_str(&text).map_err(|e| DomainError::Db(sqlx::Error::Decode(Box::new(e))))
     }
 
     /// Replaces the upstreams and settings of one environment (operators, or
@@ -1003,7 +1029,9 @@ impl Store {
             .bind(i64::from(u.weight))
             .execute(&mut *tx)
             .await
-            .map_err(|e| DomainError::from_write(e, "the same upstream URL is listed twice", "upstreams"))?;
+            .map_err(|e| {
+                DomainError::from_write(e, "the same upstream URL is listed twice", "upstreams")
+            })?;
         }
         tx.commit().await?;
         Ok(EnvironmentConfig {
@@ -1017,7 +1045,11 @@ impl Store {
 
     /// The environments of a service with their upstreams (operators, or the
     /// publisher).
-    pub async fn environments(&self, actor: &Actor, id: i64) -> DomainResult<Vec<EnvironmentConfig>> {
+    pub async fn environments(
+        &self,
+        actor: &Actor,
+        id: i64,
+    ) -> DomainResult<Vec<EnvironmentConfig>> {
         self.service_owned(actor, id, "read this service's environments")
             .await?;
         self.environments_of(id).await
@@ -1101,11 +1133,9 @@ impl Store {
                         r.try_get::<i64, _>(3)?
                     ),
                     name: r.try_get(4)?,
-                    environment: env
-                        .parse()
-                        .map_err(|e: crate::model::UnknownEnvironment| {
-                            DomainError::Db(sqlx::Error::Decode(Box::new(e)))
-                        })?,
+                    environment: env.parse().map_err(|e: crate::model::UnknownEnvironment| {
+                        DomainError::Db(sqlx::Error::Decode(Box::new(e)))
+                    })?,
                 })
             })
             .collect()

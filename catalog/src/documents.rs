@@ -72,7 +72,8 @@ fn hex(bytes: &[u8]) -> String {
     bytes.iter().map(|b| format!("{b:02x}")).collect()
 }
 
-const SELECT: &str = "SELECT d.id, e.code, d.kind, d.filename, d.media_type, d.size_bytes, d.sha256,
+const SELECT: &str =
+    "SELECT d.id, e.code, d.kind, d.filename, d.media_type, d.size_bytes, d.sha256,
         d.uploaded_by, d.created_at, d.entity_id
      FROM documents d JOIN entities e ON e.id = d.entity_id";
 
@@ -165,7 +166,11 @@ impl Store {
     }
 
     /// A document's content, for operators and its entity.
-    pub async fn document_content(&self, actor: &Actor, id: i64) -> DomainResult<(Document, Vec<u8>)> {
+    pub async fn document_content(
+        &self,
+        actor: &Actor,
+        id: i64,
+    ) -> DomainResult<(Document, Vec<u8>)> {
         let doc = self.document(actor, id).await?;
         let text: String = sqlx::query_scalar("SELECT content FROM documents WHERE id = ?")
             .bind(id)
@@ -199,7 +204,10 @@ impl Store {
         .bind(page.limit + 1)
         .fetch_all(self.pool())
         .await?;
-        let items = rows.iter().map(document_of).collect::<DomainResult<Vec<_>>>()?;
+        let items = rows
+            .iter()
+            .map(document_of)
+            .collect::<DomainResult<Vec<_>>>()?;
         Ok(page.finish(items, |d| d.id))
     }
 }

@@ -44,7 +44,10 @@ pub enum DomainError {
 }
 
 fn detail_suffix(detail: &Option<String>) -> String {
-    detail.as_ref().map(|d| format!(": {d}")).unwrap_or_default()
+    detail
+        .as_ref()
+        .map(|d| format!(": {d}"))
+        .unwrap_or_default()
 }
 
 impl DomainError {
@@ -220,11 +223,9 @@ impl PageRequest {
         }
         let after_id = match cursor {
             None | Some("") => 0,
-            Some(c) => c
-                .parse::<i64>()
-                .ok()
-                .filter(|v| *v >= 0)
-                .ok_or_else(|| DomainError::field("cursor", "is not a cursor from a previous page"))?,
+            Some(c) => c.parse::<i64>().ok().filter(|v| *v >= 0).ok_or_else(|| {
+                DomainError::field("cursor", "is not a cursor from a previous page")
+            })?,
         };
         Ok(PageRequest { limit, after_id })
     }
@@ -264,7 +265,10 @@ pub fn optional_text(field: &str, value: &str, max: usize) -> DomainResult<Strin
         ));
     }
     if v.chars().any(|c| c.is_control() && c != '\n' && c != '\t') {
-        return Err(DomainError::field(field, "must not hold control characters"));
+        return Err(DomainError::field(
+            field,
+            "must not hold control characters",
+        ));
     }
     Ok(v.to_string())
 }
@@ -299,7 +303,10 @@ pub fn email(field: &str, value: &str) -> DomainResult<String> {
     if ok {
         Ok(v.to_string())
     } else {
-        Err(DomainError::field(field, format!("`{v}` is not an e-mail address")))
+        Err(DomainError::field(
+            field,
+            format!("`{v}` is not an e-mail address"),
+        ))
     }
 }
 
@@ -309,8 +316,7 @@ pub fn phone(field: &str, value: &str) -> DomainResult<String> {
     let v = value.trim();
     let digits = v.chars().filter(char::is_ascii_digit).count();
     let ok = (7..=15).contains(&digits)
-        && v
-            .chars()
+        && v.chars()
             .enumerate()
             .all(|(i, c)| c.is_ascii_digit() || c == ' ' || c == '-' || (c == '+' && i == 0));
     if ok {

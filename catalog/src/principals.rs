@@ -110,7 +110,8 @@ fn display_prefix(token: &str) -> String {
     token.chars().take(ADMIN_DISPLAY_CHARS).collect()
 }
 
-const SELECT: &str = "SELECT p.id, p.name, p.role, e.code, p.display_prefix, p.created_at, p.revoked_at, p.entity_id
+const SELECT: &str =
+    "SELECT p.id, p.name, p.role, e.code, p.display_prefix, p.created_at, p.revoked_at, p.entity_id
      FROM admin_principals p LEFT JOIN entities e ON e.id = p.entity_id";
 
 fn principal_of(row: &sqlx::sqlite::SqliteRow) -> DomainResult<(Principal, Option<i64>)> {
@@ -232,7 +233,9 @@ impl Store {
         let rows = sqlx::query(&format!("{SELECT} ORDER BY p.id"))
             .fetch_all(self.pool())
             .await?;
-        rows.iter().map(|r| principal_of(r).map(|(p, _)| p)).collect()
+        rows.iter()
+            .map(|r| principal_of(r).map(|(p, _)| p))
+            .collect()
     }
 
     /// Revokes a principal's token at once. The last live operator cannot be
@@ -246,7 +249,9 @@ impl Store {
             .ok_or_else(|| DomainError::NotFound(format!("principal {id}")))?;
         let (mut p, _) = principal_of(&row)?;
         if p.revoked_at.is_some() {
-            return Err(DomainError::Conflict(format!("principal {id} is already revoked")));
+            return Err(DomainError::Conflict(format!(
+                "principal {id} is already revoked"
+            )));
         }
         if p.role == Role::Operator {
             let others: i64 = sqlx::query_scalar(
@@ -318,7 +323,11 @@ mod tests {
             .await
             .unwrap();
         store.revoke_principal(op.principal.id).await.unwrap();
-        assert!(store.authenticate_admin(&op.secret).await.unwrap().is_none());
+        assert!(store
+            .authenticate_admin(&op.secret)
+            .await
+            .unwrap()
+            .is_none());
         assert!(store
             .authenticate_admin(&second.secret)
             .await

@@ -147,9 +147,10 @@ pub fn consume_next(
         (S::TestEnabled, A::VerifyIntegration) => Some(S::IntegrationVerified),
         (S::IntegrationVerified, A::RecordAdhesion) => Some(S::AdhesionReceived),
         (S::AdhesionReceived, A::EnableProduction) => Some(S::ProductionEnabled),
-        (S::Requested | S::TestEnabled | S::IntegrationVerified | S::AdhesionReceived, A::Reject) => {
-            Some(S::Rejected)
-        }
+        (
+            S::Requested | S::TestEnabled | S::IntegrationVerified | S::AdhesionReceived,
+            A::Reject,
+        ) => Some(S::Rejected),
         (
             S::TestEnabled | S::IntegrationVerified | S::AdhesionReceived | S::ProductionEnabled,
             A::Suspend,
@@ -504,8 +505,14 @@ impl Store {
             .bind(system_id)
             .fetch_optional(&mut *tx)
             .await?
-            .ok_or_else(|| DomainError::field("system_id", format!("no consumer system {system_id}")))?;
-        actor.require_for_entity(Role::Consumer, system_entity, "request access for this system")?;
+            .ok_or_else(|| {
+                DomainError::field("system_id", format!("no consumer system {system_id}"))
+            })?;
+        actor.require_for_entity(
+            Role::Consumer,
+            system_entity,
+            "request access for this system",
+        )?;
         let status: String = sqlx::query_scalar("SELECT status FROM services WHERE id = ?")
             .bind(service_id)
             .fetch_optional(&mut *tx)
@@ -536,8 +543,19 @@ impl Store {
                 "service_id",
             )
         })?;
-        record_event(&mut tx, "consume", id, "request", None, "requested", actor, None, "", now)
-            .await?;
+        record_event(
+            &mut tx,
+            "consume",
+            id,
+            "request",
+            None,
+            "requested",
+            actor,
+            None,
+            "",
+            now,
+        )
+        .await?;
         tx.commit().await?;
         self.access_request(actor, id).await
     }
@@ -593,7 +611,10 @@ impl Store {
         .bind(page.limit + 1)
         .fetch_all(self.pool())
         .await?;
-        let items = rows.iter().map(request_of).collect::<DomainResult<Vec<_>>>()?;
+        let items = rows
+            .iter()
+            .map(request_of)
+            .collect::<DomainResult<Vec<_>>>()?;
         Ok(page.finish(items, |r| r.id))
     }
 
@@ -668,14 +689,35 @@ impl Store {
                     Some(grant_and_issue(&mut tx, &request, Environment::Produccion, now).await?);
             }
             ConsumeAction::Reject | ConsumeAction::Revoke => {
-                set_grants(&mut tx, request.system_id, request.service_id, "revoked", &["active", "suspended"]).await?;
+                set_grants(
+                    &mut tx,
+                    request.system_id,
+                    request.service_id,
+                    "revoked",
+                    &["active", "suspended"],
+                )
+                .await?;
             }
             ConsumeAction::Suspend => {
-                set_grants(&mut tx, request.system_id, request.service_id, "suspended", &["active"]).await?;
+                set_grants(
+                    &mut tx,
+                    request.system_id,
+                    request.service_id,
+                    "suspended",
+                    &["active"],
+                )
+                .await?;
                 suspended_from = Some(from.as_str());
             }
             ConsumeAction::Reinstate => {
-                set_grants(&mut tx, request.system_id, request.service_id, "active", &["suspended"]).await?;
+                set_grants(
+                    &mut tx,
+                    request.system_id,
+                    request.service_id,
+                    "active",
+                    &["suspended"],
+                )
+                .await?;
             }
         }
         sqlx::query(
@@ -721,8 +763,8 @@ impl Store {
         let note = optional_text("note", &input.note, 2000)?;
         let service = self.service(actor, id).await?;
         let action = input.action;
-        let role_ok = publish_roles(action).contains(&actor.role)
-            && actor.may_act_for(service.entity_id);
+        let role_ok =
+            publish_roles(action).contains(&actor.role) && actor.may_act_for(service.entity_id);
         if !role_ok {
             return Err(DomainError::Forbidden(format!(
                 "a {} may not `{action}` this service (allowed: {})",
@@ -847,7 +889,6 @@ impl Store {
             })
             .collect()
     }
-
 }
 
 #[cfg(test)]
@@ -858,7 +899,10 @@ mod tests {
 
     #[test]
     fn consume_walks_forward_only_in_order() {
-        assert_eq!(consume_next(S::Requested, A::EnableTest, None), Some(S::TestEnabled));
+        assert_eq!(
+            consume_next(S::Requested, A::EnableTest, None),
+            Some(S::TestEnabled)
+        );
         assert_eq!(consume_next(S::Requested, A::EnableProduction, None), None);
         assert_eq!(consume_next(S::TestEnabled, A::RecordAdhesion, None), None);
         assert_eq!(
@@ -873,12 +917,23 @@ mod tests {
             consume_next(S::Suspended, A::Reinstate, Some(S::ProductionEnabled)),
             Some(S::ProductionEnabled)
         );
-        assert_eq!(consume_next(S::Suspended, A::Revoke, None), Some(S::Revoked));
+        assert_eq!(
+            consume_next(S::Suspended, A::Revoke, None),
+            Some(S::Revoked)
+        );
     }
 
     #[test]
     fn only_operators_approve() {
-        for action in [A::EnableTest, A::VerifyIntegration, A::EnableProduction, A::Reject, A::Suspend, A::Reinstate, A::Revoke] {
+        for action in [
+            A::EnableTest,
+            A::VerifyIntegration,
+            A::EnableProduction,
+            A::Reject,
+            A::Suspend,
+            A::Reinstate,
+            A::Revoke,
+        ] {
             assert_eq!(consume_roles(action), &[Role::Operator]);
         }
         assert!(consume_roles(A::RecordAdhesion).contains(&Role::Consumer));
@@ -891,10 +946,22 @@ mod tests {
         use PublishAction as P;
         use PublishState as T;
         assert_eq!(publish_next(T::Draft, P::Publish), None);
-        assert_eq!(publish_next(T::Draft, P::RecordAdhesion), Some(T::AdhesionReceived));
-        assert_eq!(publish_next(T::AdhesionReceived, P::EnableEnvironments), Some(T::EnvironmentsEnabled));
-        assert_eq!(publish_next(T::EnvironmentsEnabled, P::Publish), Some(T::Published));
-        assert_eq!(publish_next(T::Published, P::Deprecate), Some(T::Deprecated));
+        assert_eq!(
+            publish_next(T::Draft, P::RecordAdhesion),
+            Some(T::AdhesionReceived)
+        );
+        assert_eq!(
+            publish_next(T::AdhesionReceived, P::EnableEnvironments),
+            Some(T::EnvironmentsEnabled)
+        );
+        assert_eq!(
+            publish_next(T::EnvironmentsEnabled, P::Publish),
+            Some(T::Published)
+        );
+        assert_eq!(
+            publish_next(T::Published, P::Deprecate),
+            Some(T::Deprecated)
+        );
         assert_eq!(publish_next(T::Deprecated, P::Publish), None);
         assert_eq!(routing_status(T::AdhesionReceived), "draft");
         assert_eq!(routing_status(T::EnvironmentsEnabled), "testing");
