@@ -209,7 +209,7 @@ async fn the_consume_procedure_end_to_end() {
     op.post(
         "/entities",
         json!({"code": "sin", "name": "Servicio de Impuestos Nacionales", "kind": "public",
-               "contacts": contacts(), "incident_webhook_url": "https://sin.gob.bo/incidentes"}),
+               "contacts": contacts(), "incident_webhook_url": "https://127.0.0.1:9/incidentes"}),
         201,
     )
     .await;
@@ -1193,6 +1193,22 @@ async fn the_openapi_document_matches_the_routes() {
         anon.problem(method, &concrete, None, 401, "admin-unauthenticated")
             .await;
     }
+    // Operation ids are unique and every answer is described.
+    let mut ids = BTreeSet::new();
+    for item in doc["paths"].as_object().unwrap().values() {
+        for op in item.as_object().unwrap().values() {
+            let id = op["operationId"].as_str().unwrap().to_string();
+            assert!(ids.insert(id.clone()), "operationId {id} repeats");
+            for (status, response) in op["responses"].as_object().unwrap() {
+                assert!(
+                    response["description"]
+                        .as_str()
+                        .is_some_and(|d| !d.is_empty()),
+                    "{id} {status} has no description"
+                );
+            }
+        }
+    }
     // Every operation documents its answers and every schema it names exists.
     let schemas = doc["components"]["schemas"].as_object().unwrap();
     let text = doc.to_string();
@@ -1200,4 +1216,107 @@ async fn the_openapi_document_matches_the_routes() {
         let name = reference.split('"').next().unwrap();
         assert!(schemas.contains_key(name), "missing schema {name}");
     }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn incidents_are_listed_to_the_entities_they_are_about() {
+    use chasqui_catalog::incidents::Incident;
+    let gw = Gateway::start(
+        "entities:
+  - {code: segip, name: SEGIP}
+  - {code: sin, name: SIN}
+  - {code: aduana, name: Aduana}
+",
+    )
+    .await;
+    // Incidents as the CGII plugin records them (no recipients: nothing is
+    // delivered anywhere).
+    let store = chasqui_catalog::Store::open_sqlite(&gw.dir.path().join("chasqui.db"))
+        .await
+        .unwrap();
+    for (i, (service, consumer)) in [
+        ("segip/v1", "sin"),
+        ("segip/v1", "aduana"),
+        ("sin/v1", "aduana"),
+    ]
+    .into_iter()
+    .enumerate()
+    {
+        let incident = Incident {
+            id: format!("inc_{i:026}"),
+            at_ms: 1_700_000_000_000 + i as i64,
+            plugin: "cgii".into(),
+            kind: "cgii.sqli".into(),
+            severity: "high".into(),
+            summary: "Inyección SQL bloqueada".into(),
+            detail: json!({"pattern": "' OR 1=1"}),
+            blocked: true,
+            request_id: format!("{i:032}"),
+            service: service.into(),
+            environment: "produccion".into(),
+            consumer_entity: Some(consumer.into()),
+            consumer_system: Some("portal".into()),
+            client_address: Some("127.0.0.1".into()),
+            status: "open".into(),
+        };
+        store.insert_incident(&incident, &[]).await.unwrap();
+    }
+    store.close().await;
+
+    let op = Admin::new(&gw, Some(&gw.admin_token()));
+    let all = op.get("/incidents").await;
+    assert_eq!(all["items"].as_array().unwrap().len(), 3);
+    let page = op.get("/incidents?limit=2").await;
+    assert_eq!(page["items"].as_array().unwrap().len(), 2);
+    let cursor = page["next_cursor"].as_str().unwrap().to_string();
+    let rest = op.get(&format!("/incidents?limit=2&cursor={cursor}")).await;
+    assert_eq!(rest["items"].as_array().unwrap().len(), 1);
+    let token = |role: &str, entity: &str| {
+        let out = gw.cli(&[
+            "admin", "token", "issue", "--role", role, "--entity", entity, "--name", entity,
+        ]);
+        assert!(out.status.success());
+        String::from_utf8_lossy(&out.stdout).trim().to_string()
+    };
+    // The consumer SIN sees the one it made and the one against its service.
+    let sin = Admin::new(&gw, Some(&token("consumer", "sin")));
+    let mine = sin.get("/incidents").await;
+    let ids: BTreeSet<String> = mine["items"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|i| {
+            i["service"].as_str().unwrap().to_string()
+                + " "
+                + i["consumer_entity"].as_str().unwrap()
+        })
+        .collect();
+    assert_eq!(
+        ids,
+        BTreeSet::from(["segip/v1 sin".to_string(), "sin/v1 aduana".to_string()])
+    );
+    sin.problem(
+        Method::GET,
+        "/incidents?entity=aduana",
+        None,
+        403,
+        "forbidden",
+    )
+    .await;
+    // The publisher SEGIP sees those against its service.
+    let segip = Admin::new(&gw, Some(&token("publisher", "segip")));
+    assert_eq!(
+        segip.get("/incidents").await["items"]
+            .as_array()
+            .unwrap()
+            .len(),
+        2
+    );
+    assert_eq!(
+        op.get("/incidents?entity=aduana").await["items"]
+            .as_array()
+            .unwrap()
+            .len(),
+        2
+    );
 }

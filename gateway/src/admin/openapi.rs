@@ -1,7 +1,9 @@
 //! The OpenAPI 3.1 document of the admin API, generated from the handlers'
 //! annotations and served at `/openapi.json`.
 
-use super::handlers::{discovery, documents, entities, principals, requests, services, tokens};
+use super::handlers::{
+    discovery, documents, entities, incidents, principals, requests, services, tokens,
+};
 use axum::Json;
 use utoipa::openapi::security::{HttpAuthScheme, HttpBuilder, SecurityScheme};
 use utoipa::{Modify, OpenApi};
@@ -23,8 +25,9 @@ use utoipa::{Modify, OpenApi};
         requests::list, requests::create, requests::get, requests::transition, requests::history,
         tokens::list, tokens::issue, tokens::rotate, tokens::revoke,
         discovery::services, discovery::service, discovery::openapi, discovery::callable,
+        incidents::list,
     ),
-    modifiers(&AdminToken),
+    modifiers(&AdminToken, &Operations),
     security(("admin_token" = [])),
 )]
 pub struct ApiDoc;
@@ -44,6 +47,60 @@ impl Modify for AdminToken {
                     .build(),
             ),
         );
+    }
+}
+
+/// Gives every operation a unique id (`<tag>_<handler>`, the handler names
+/// repeat across modules) and every answer a description.
+struct Operations;
+
+impl Modify for Operations {
+    fn modify(&self, openapi: &mut utoipa::openapi::OpenApi) {
+        for item in openapi.paths.paths.values_mut() {
+            let operations = [
+                &mut item.get,
+                &mut item.put,
+                &mut item.post,
+                &mut item.delete,
+                &mut item.patch,
+            ];
+            for op in operations.into_iter().flatten() {
+                let tag = op
+                    .tags
+                    .as_ref()
+                    .and_then(|t| t.first())
+                    .map(|t| t.replace(' ', "_"))
+                    .unwrap_or_default();
+                if let Some(id) = &op.operation_id {
+                    op.operation_id = Some(format!("{tag}_{id}"));
+                }
+                for (status, response) in op.responses.responses.iter_mut() {
+                    if let utoipa::openapi::RefOr::T(response) = response {
+                        if response.description.is_empty() {
+                            response.description = describe(status).to_string();
+                        }
+                    }
+                }
+            }
+        }
+    }
+}
+
+/// What an answer of `status` means in this API.
+fn describe(status: &str) -> &'static str {
+    match status {
+        "200" => "OK",
+        "201" => "Created",
+        "204" => "Done, nothing to return",
+        "400" => "Malformed request (problem `bad-request`)",
+        "401" => "No valid admin token (problem `admin-unauthenticated`)",
+        "403" => "Not allowed for this role or entity (problem `forbidden`)",
+        "404" => "Not found, or not visible to this principal (problem `not-found`)",
+        "409" => "Conflicts with existing data or the procedure's state (problems `conflict`, `invalid-transition`)",
+        "413" => "Body too large (problem `payload-too-large`)",
+        "415" => "Not a PDF (problem `unsupported-document`)",
+        "422" => "A field breaks a rule; `field` names it (problem `validation`)",
+        _ => "See the problem's type",
     }
 }
 

@@ -3,7 +3,9 @@
 //! other unnoticed.
 
 use super::error::{finish, method_not_allowed, not_found};
-use super::handlers::{discovery, documents, entities, principals, requests, services, tokens};
+use super::handlers::{
+    discovery, documents, entities, incidents, principals, requests, services, tokens,
+};
 use super::{openapi, AppState};
 use axum::http::Method;
 use axum::routing::{on, MethodFilter, MethodRouter};
@@ -60,6 +62,7 @@ pub fn table() -> Vec<Route> {
         route!(GET "/catalog/services/{id}" => discovery::service),
         route!(GET "/catalog/services/{id}/openapi" => discovery::openapi),
         route!(GET "/catalog/callable" => discovery::callable),
+        route!(GET "/incidents" => incidents::list),
     ]
 }
 
