@@ -442,6 +442,27 @@ async fn the_consume_procedure_end_to_end() {
         .collect();
     assert_eq!(envs, BTreeSet::from(["produccion", "pruebas"]));
 
+    // Its grants: both environments, active.
+    let grants = sin.get(&format!("/grants?system_id={system_id}")).await;
+    let states: BTreeSet<(String, String)> = grants["items"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|g| {
+            (
+                g["environment"].as_str().unwrap().to_string(),
+                g["status"].as_str().unwrap().to_string(),
+            )
+        })
+        .collect();
+    assert_eq!(
+        states,
+        BTreeSet::from([
+            ("produccion".to_string(), "active".to_string()),
+            ("pruebas".to_string(), "active".to_string())
+        ])
+    );
+
     // The consumer's own tokens: listed without secrets.
     let tokens_path = format!("/systems/{system_id}/tokens");
     let list = sin.get(&tokens_path).await;
@@ -483,6 +504,10 @@ async fn the_consume_procedure_end_to_end() {
             "not-found",
         )
         .await;
+    assert!(aduana.get("/grants").await["items"]
+        .as_array()
+        .unwrap()
+        .is_empty());
 
     // Rotation: both work during the overlap, the old one fails after it.
     let rotated = sin
@@ -576,6 +601,8 @@ async fn the_consume_procedure_end_to_end() {
         "invalid-transition",
     )
     .await;
+    let revoked = op.get("/grants?status=revoked").await;
+    assert_eq!(revoked["items"].as_array().unwrap().len(), 2);
 
     // The record: each step with who took it and the document it rests on.
     let history = sin.get(&format!("/access-requests/{rid}/history")).await;

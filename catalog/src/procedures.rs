@@ -328,6 +328,39 @@ pub struct PublishOutcome {
     pub status: String,
 }
 
+/// A grant: a consumer system may call a service in an environment.
+#[derive(Debug, Clone, Serialize, utoipa::ToSchema)]
+pub struct Grant {
+    /// Row id.
+    pub id: i64,
+    /// The consumer system.
+    pub system_id: i64,
+    /// `entity/system` of the consumer system.
+    pub consumer: String,
+    /// The service.
+    pub service_id: i64,
+    /// `/{publisher}/v{n}/` of the service.
+    pub service_path: String,
+    /// The environment.
+    #[schema(value_type = String, example = "pruebas")]
+    pub environment: Environment,
+    /// active, suspended or revoked.
+    pub status: String,
+    /// Creation time (Unix seconds).
+    pub created_at: i64,
+}
+
+/// Filters of the grant list.
+#[derive(Debug, Clone, Default)]
+pub struct GrantFilter {
+    /// Only this consumer system's grants.
+    pub system_id: Option<i64>,
+    /// Only grants for this service.
+    pub service_id: Option<i64>,
+    /// Only this status.
+    pub status: Option<String>,
+}
+
 /// Filters of the access request list.
 #[derive(Debug, Clone, Default)]
 pub struct RequestFilter {
@@ -616,6 +649,77 @@ impl Store {
             .map(request_of)
             .collect::<DomainResult<Vec<_>>>()?;
         Ok(page.finish(items, |r| r.id))
+    }
+
+    /// Grants visible to `actor`: operators all, consumers their entity's
+    /// systems', publishers those on their services.
+    pub async fn list_grants(
+        &self,
+        actor: &Actor,
+        filter: &GrantFilter,
+        page: PageRequest,
+    ) -> DomainResult<Page<Grant>> {
+        if let Some(status) = &filter.status {
+            if !["active", "suspended", "revoked"].contains(&status.as_str()) {
+                return Err(DomainError::field(
+                    "status",
+                    "must be one of active, suspended, revoked",
+                ));
+            }
+        }
+        let (all, entity, as_publisher) = match actor.role {
+            Role::Operator => (true, 0, false),
+            Role::Consumer => (false, actor.entity_id.unwrap_or(0), false),
+            Role::Publisher => (false, actor.entity_id.unwrap_or(0), true),
+        };
+        let rows = sqlx::query(
+            "SELECT g.id, g.consumer_id, ce.code || '/' || c.code, g.service_id,
+                    '/' || pe.code || '/v' || s.version || '/', g.environment, g.status, g.created_at
+             FROM grants g
+             JOIN consumers c ON c.id = g.consumer_id
+             JOIN entities ce ON ce.id = c.entity_id
+             JOIN services s ON s.id = g.service_id
+             JOIN entities pe ON pe.id = s.entity_id
+             WHERE g.id > ?
+               AND (? OR (NOT ? AND c.entity_id = ?) OR (? AND s.entity_id = ?))
+               AND (? IS NULL OR g.consumer_id = ?)
+               AND (? IS NULL OR g.service_id = ?)
+               AND (? IS NULL OR g.status = ?)
+             ORDER BY g.id LIMIT ?",
+        )
+        .bind(page.after_id)
+        .bind(all)
+        .bind(as_publisher)
+        .bind(entity)
+        .bind(as_publisher)
+        .bind(entity)
+        .bind(filter.system_id)
+        .bind(filter.system_id)
+        .bind(filter.service_id)
+        .bind(filter.service_id)
+        .bind(&filter.status)
+        .bind(&filter.status)
+        .bind(page.limit + 1)
+        .fetch_all(self.pool())
+        .await?;
+        let items = rows
+            .iter()
+            .map(|r| {
+                let env: String = r.try_get(5)?;
+                Ok(Grant {
+                    id: r.try_get(0)?,
+                    system_id: r.try_get(1)?,
+                    consumer: r.try_get(2)?,
+                    service_id: r.try_get(3)?,
+                    service_path: r.try_get(4)?,
+                    environment: crate::store::parse_env(env)
+                        .map_err(|e| DomainError::Db(sqlx::Error::Decode(Box::new(e))))?,
+                    status: r.try_get(6)?,
+                    created_at: r.try_get(7)?,
+                })
+            })
+            .collect::<DomainResult<Vec<_>>>()?;
+        Ok(page.finish(items, |g| g.id))
     }
 
     /// Takes a consume action on a request, in one transaction.

@@ -33,3 +33,30 @@ pub struct AppState {
 pub use bootstrap::bootstrap_operator;
 pub use listener::start;
 pub use routes::{route_list, router};
+
+#[cfg(test)]
+mod tests {
+    use crate::config::{Config, ServeArgs};
+
+    #[test]
+    fn admin_listen_defaults_and_comes_from_the_file_or_a_flag() {
+        let cfg = Config::resolve(ServeArgs::default()).unwrap();
+        assert_eq!(cfg.admin_listen, "127.0.0.1:9443");
+        let dir = tempfile::tempdir().unwrap();
+        let file = dir.path().join("c.toml");
+        std::fs::write(&file, "admin_listen = \"0.0.0.0:9444\"\n").unwrap();
+        let cfg = Config::resolve(ServeArgs {
+            config: Some(file.clone()),
+            ..Default::default()
+        })
+        .unwrap();
+        assert_eq!(cfg.admin_listen, "0.0.0.0:9444");
+        let cfg = Config::resolve(ServeArgs {
+            config: Some(file),
+            admin_listen: Some("127.0.0.1:1".into()),
+            ..Default::default()
+        })
+        .unwrap();
+        assert_eq!(cfg.admin_listen, "127.0.0.1:1");
+    }
+}

@@ -2,7 +2,7 @@
 //! annotations and served at `/openapi.json`.
 
 use super::handlers::{
-    discovery, documents, entities, incidents, principals, requests, services, tokens,
+    discovery, documents, entities, grants, incidents, principals, requests, services, tokens,
 };
 use axum::Json;
 use utoipa::openapi::security::{HttpAuthScheme, HttpBuilder, SecurityScheme};
@@ -23,6 +23,7 @@ use utoipa::{Modify, OpenApi};
         services::environments, services::put_environment, services::transition, services::history,
         documents::list, documents::upload, documents::get, documents::content,
         requests::list, requests::create, requests::get, requests::transition, requests::history,
+        grants::list,
         tokens::list, tokens::issue, tokens::rotate, tokens::revoke,
         discovery::services, discovery::service, discovery::openapi, discovery::callable,
         incidents::list,

@@ -4,7 +4,7 @@
 
 use super::error::{finish, method_not_allowed, not_found};
 use super::handlers::{
-    discovery, documents, entities, incidents, principals, requests, services, tokens,
+    discovery, documents, entities, grants, incidents, principals, requests, services, tokens,
 };
 use super::{openapi, AppState};
 use axum::http::Method;
@@ -54,6 +54,7 @@ pub fn table() -> Vec<Route> {
         route!(GET "/access-requests/{id}" => requests::get),
         route!(POST "/access-requests/{id}/transitions" => requests::transition),
         route!(GET "/access-requests/{id}/history" => requests::history),
+        route!(GET "/grants" => grants::list),
         route!(GET "/systems/{id}/tokens" => tokens::list),
         route!(POST "/systems/{id}/tokens" => tokens::issue),
         route!(POST "/systems/{id}/tokens/{token_id}/rotate" => tokens::rotate),

@@ -4,6 +4,7 @@
 pub mod discovery;
 pub mod documents;
 pub mod entities;
+pub mod grants;
 pub mod incidents;
 pub mod principals;
 pub mod requests;
