@@ -100,7 +100,7 @@ pub fn respond(
         problem::ATTACK_DETECTED,
         "Solicitud bloqueada por seguridad / Request blocked for security",
         &format!(
-            "Se detectó un posible ataque ({}) en {place_es}; la solicitud fue bloqueada ({reference_es}). / A possible attack ({}) was detected in {place_en}; the request was blocked ({reference_en}).",
+            "Se detectó un posible ataque de tipo {} en {place_es}; la solicitud fue bloqueada ({reference_es}). / A possible {} attack was detected in {place_en}; the request was blocked ({reference_en}).",
             category.name_es(),
             category.name_en(),
         ),

@@ -314,7 +314,7 @@ pub struct VolumeRuleSettings {
 pub struct Settings {
     /// The configuration as given (for the fields used as they are).
     pub config: Config,
-    /// The detectors, in [`Category::ALL`] order.
+    /// The detectors, in `Category::ALL` order.
     pub detectors: Vec<DetectorSettings>,
     /// Header names never inspected, lowercase.
     pub ignored_headers: Vec<String>,

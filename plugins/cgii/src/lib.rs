@@ -3,14 +3,14 @@
 //!
 //! A policy binds it to every service. On each request it:
 //! 1. refuses clients whose address is on the blocklist, and bearer tokens that start with
-//!    a known leaked prefix ([`guard`]);
+//!    a known leaked prefix (`guard`);
 //! 2. counts requests per consumer in fixed windows and flags unusual volume, the bulk
-//!    pulling of identity data AGETIC has seen ([`volume`]);
+//!    pulling of identity data AGETIC has seen (`volume`);
 //! 3. looks for attack payloads (SQL injection, XSS, path traversal, command injection,
-//!    SSRF) in the path, the query, header values and the body ([`detect`], [`inspect`]),
+//!    SSRF) in the path, the query, header values and the body (`detect`, `inspect`),
 //!    decoding once and twice to see through double encoding;
 //! 4. reports every detection as an incident through the host, rate-limited per consumer,
-//!    kind and service ([`report`]), and counts it in metrics; in `block` mode it answers
+//!    kind and service (`report`), and counts it in metrics; in `block` mode it answers
 //!    with an RFC 9457 problem, in `report` mode the request goes on.
 //!
 //! It behaves the same in `pruebas` and `produccion` (attacks are attacks); only the
@@ -21,7 +21,7 @@
 
 mod attack;
 mod body;
-pub mod config;
+mod config;
 mod detect;
 mod guard;
 mod inspect;

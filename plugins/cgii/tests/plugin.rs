@@ -208,7 +208,7 @@ fn sql_injection_in_the_query_is_blocked_with_a_problem_and_an_incident() {
     assert_eq!(problem["request_id"], "req-1");
     assert_eq!(
         problem["detail"],
-        "Se detectó un posible ataque (inyección SQL) en el parámetro de consulta «ci»; la solicitud fue bloqueada (incidente inc-1). / A possible attack (SQL injection) was detected in query parameter 'ci'; the request was blocked (incident inc-1)."
+        "Se detectó un posible ataque de tipo inyección SQL en el parámetro de consulta «ci»; la solicitud fue bloqueada (incidente inc-1). / A possible SQL injection attack was detected in query parameter 'ci'; the request was blocked (incident inc-1)."
     );
     let incident = only_incident(&harness);
     assert_eq!(incident.kind, "cgii.sqli");
