@@ -13,8 +13,9 @@ use chasqui_plugin_sdk::host::{log, metrics};
 use chasqui_plugin_sdk::serde_json::{json, Value};
 use chasqui_plugin_sdk::Response;
 
-/// The most other findings listed in one incident (the detail stays far under 16 KiB).
-const MAX_LISTED_FINDINGS: usize = 10;
+/// The most other findings listed in one incident: with escaped excerpts of at most about
+/// 1 KiB each, the detail stays far under the host's 16 KiB.
+const MAX_LISTED_FINDINGS: usize = 5;
 
 /// How serious an attack of each category is: command injection runs code on the server;
 /// SQL injection, traversal and SSRF reach data or the internal network; XSS hits users.
@@ -87,7 +88,8 @@ pub fn respond(
     if !blocked {
         return None;
     }
-    log::info(&format!(
+    // The incident (logged when reported) is the record; a flood must not flood the log.
+    log::debug(&format!(
         "blocked {} {}: {} in {}",
         info.method,
         info.path,

@@ -54,7 +54,7 @@ pub fn address(settings: &Settings, info: &RequestInfo) -> Option<Response> {
     if mode == Mode::Report {
         return None;
     }
-    log::info(&format!(
+    log::debug(&format!(
         "refused {} {}: address {shown} is blocked",
         info.method, info.path
     ));
@@ -121,7 +121,7 @@ pub fn token(settings: &Settings, info: &RequestInfo, request: &RequestHead) -> 
     if mode == Mode::Report {
         return None;
     }
-    log::info(&format!(
+    log::debug(&format!(
         "refused {} {}: leaked token prefix {shown}",
         info.method, info.path
     ));
