@@ -34,6 +34,21 @@ ensure_build_tools() {
   fi
 }
 
+# The AGETIC plugins the default policy loads, plus the examples and test
+# fixtures the tests load.
+AGETIC_PLUGINS=(plugins/cgii plugins/ciudadania plugins/ppe plugins/sefe)
+TEST_PLUGINS=(plugins/allowlist tests/fixtures/misbehave)
+
+# Builds plugin components with the given chasqui binary (this also installs
+# the wasm toolchain of TOOLCHAIN.md when it is missing).
+build_plugins() {
+  local bin=$1
+  shift
+  for plugin in "$@"; do
+    "$bin" plugin build "$plugin" >/dev/null
+  done
+}
+
 release_binary() {
   ensure_build_tools
   cargo build --release -p chasqui >&2
@@ -45,6 +60,8 @@ shift || true
 case "$cmd" in
   run)
     bin=$(release_binary)
+    say "building the AGETIC plugins (cgii, ciudadania, ppe, sefe)"
+    build_plugins "$bin" "${AGETIC_PLUGINS[@]}"
     say "starting the gateway: https://127.0.0.1:8443 (demo upstream on 127.0.0.1:18080, data in ./chasqui-data)"
     exec "$bin" serve "$@"
     ;;
@@ -55,9 +72,7 @@ case "$cmd" in
     # The plugin tests load real components: build them once here (this also
     # installs the wasm toolchain of TOOLCHAIN.md when it is missing).
     cargo build -p chasqui --locked
-    for plugin in plugins/allowlist tests/fixtures/misbehave; do
-      "$CARGO_TARGET_DIR/debug/chasqui" plugin build "$plugin" >/dev/null
-    done
+    build_plugins "$CARGO_TARGET_DIR/debug/chasqui" "${TEST_PLUGINS[@]}" "${AGETIC_PLUGINS[@]}"
     if cargo nextest --version >/dev/null 2>&1; then
       cargo nextest run --workspace --locked --no-fail-fast
     else

@@ -44,6 +44,10 @@ const STRIPPED_REQUEST_HEADERS: &[&str] = &[
     "x-real-ip",
 ];
 
+/// Largest body read whole before the upstream is chosen: pingora replays
+/// the request body from its retry buffer, which holds 64 KiB.
+const PREBUFFER_MAX: usize = 64 << 10;
+
 /// Prefix of the identity headers the gateway sets for upstreams.
 const IDENTITY_PREFIX: &str = "x-chasqui-";
 
@@ -83,9 +87,11 @@ pub struct RequestCtx {
     plugins: Option<PluginRun>,
     /// A plugin's answer to send instead of a problem when the request stops.
     plugin_answer: Option<crate::plugin::Response>,
-    /// Store-and-forward: the whole request body, read and run through the
-    /// plugins in `request_filter`, kept to send upstream or to store.
-    deferrable: Option<Bytes>,
+    /// The whole request body, read and run through the plugins in
+    /// `request_filter`, kept to send upstream (or to store-and-forward).
+    prebuffered: Option<Bytes>,
+    /// Whether store-and-forward applies to this request.
+    deferrable: bool,
     /// Whether a connection to an upstream was made (a request that never
     /// reached one can be deferred without risk of a duplicate).
     upstream_connected: bool,
@@ -143,6 +149,36 @@ impl ChasquiProxy {
             .store_and_forward
             .as_ref()
             .map_or(0, |p| p.max_body_bytes)
+            .min(PREBUFFER_MAX);
+        ctx.deferrable = true;
+        if self.prebuffer_body(session, ctx, max).await? {
+            return Ok(true);
+        }
+        let Some(routed) = ctx.routed.as_ref() else {
+            return Ok(false);
+        };
+        if self
+            .gw
+            .deferred
+            .has_backlog(&routed.service.route_name, routed.env)
+            || !routed.pool.has_candidate(&[])
+        {
+            return self.defer(session, ctx).await;
+        }
+        Ok(false)
+    }
+
+    /// Reads the whole request body now (at most `max` bytes, else 413) and
+    /// runs the request-body plugins on it; the result is what goes
+    /// upstream. `Ok(true)`: the request was answered (too large, or by a
+    /// plugin).
+    async fn prebuffer_body(
+        &self,
+        session: &mut Session,
+        ctx: &mut RequestCtx,
+        max: usize,
+    ) -> Result<bool> {
+        let max = max
             .min(usize::try_from(ctx.policy.limits.max_request_body_bytes).unwrap_or(usize::MAX));
         // Pingora replays this buffer to the upstream (and on retries).
         session.as_mut().enable_retry_buffering();
@@ -174,25 +210,14 @@ impl ChasquiProxy {
                 }
             }
         }
-        ctx.deferrable = Some(whole.unwrap_or_default());
-        let Some(routed) = ctx.routed.as_ref() else {
-            return Ok(false);
-        };
-        if self
-            .gw
-            .deferred
-            .has_backlog(&routed.service.route_name, routed.env)
-            || !routed.pool.has_candidate(&[])
-        {
-            return self.defer(session, ctx).await;
-        }
+        ctx.prebuffered = Some(whole.unwrap_or_default());
         Ok(false)
     }
 
     /// Store-and-forward, second half: keeps the request durably, then
     /// answers 202 with its tracking id.
     async fn defer(&self, session: &mut Session, ctx: &mut RequestCtx) -> Result<bool> {
-        let (Some(routed), Some(body)) = (ctx.routed.as_ref(), ctx.deferrable.clone()) else {
+        let (Some(routed), Some(body)) = (ctx.routed.as_ref(), ctx.prebuffered.clone()) else {
             return self
                 .answer(session, ctx, Problem::Internal, "nothing to defer")
                 .await;
@@ -385,7 +410,8 @@ impl ProxyHttp for ChasquiProxy {
             body_bytes: 0,
             plugins: None,
             plugin_answer: None,
-            deferrable: None,
+            prebuffered: None,
+            deferrable: false,
             upstream_connected: false,
             _inflight: self.gw.lifecycle.enter(),
         }
@@ -577,6 +603,20 @@ impl ProxyHttp for ChasquiProxy {
         if deferrable {
             return self.prepare_deferrable(session, ctx).await;
         }
+        if ctx
+            .plugins
+            .as_ref()
+            .is_some_and(|r| r.handles(Phase::RequestBody))
+            && declared_len.is_some_and(|n| n > 0 && n <= PREBUFFER_MAX as u64)
+        {
+            // A body plugin may answer on its own (a test environment, a
+            // validation error): give it the whole body before any upstream
+            // is chosen or connected.
+            let max = PREBUFFER_MAX;
+            if self.prebuffer_body(session, ctx, max).await? {
+                return Ok(true);
+            }
+        }
         Ok(false)
     }
 
@@ -587,7 +627,7 @@ impl ProxyHttp for ChasquiProxy {
         end_of_stream: bool,
         ctx: &mut RequestCtx,
     ) -> Result<()> {
-        if let Some(whole) = &ctx.deferrable {
+        if let Some(whole) = &ctx.prebuffered {
             // Read, checked and run through the plugins in request_filter:
             // send that version, whole, with the last chunk (pingora replays
             // its retry buffer here, again on a retry).
@@ -725,6 +765,11 @@ impl ProxyHttp for ChasquiProxy {
         {
             // A plugin may change the body's length: send it chunked.
             upstream.remove_header(&http::header::CONTENT_LENGTH);
+        }
+        if let Some(body) = &ctx.prebuffered {
+            // Read whole before the upstream was chosen: its length is known.
+            upstream.remove_header(&http::header::TRANSFER_ENCODING);
+            upstream.insert_header(http::header::CONTENT_LENGTH, body.len().to_string())?;
         }
 
         let client_ip = session
@@ -912,7 +957,8 @@ impl ProxyHttp for ChasquiProxy {
                     | Problem::NoHealthyUpstream
             )
         );
-        if ctx.deferrable.is_some()
+        if ctx.deferrable
+            && ctx.prebuffered.is_some()
             && !ctx.upstream_connected
             && unreachable
             && session.response_written().is_none()

@@ -289,6 +289,9 @@ pub struct Gateway {
     pub tokens: HashMap<String, String>,
     child: Option<Child>,
     pub client: reqwest::Client,
+    /// Started on the embedded default (compiled-in policy, demo catalog),
+    /// with the plugin components found in this directory.
+    embedded: Option<PathBuf>,
 }
 
 impl Drop for Gateway {
@@ -338,6 +341,25 @@ impl Gateway {
             tokens,
             child: None,
             client: reqwest::Client::new(),
+            embedded: None,
+        };
+        gw.spawn().await;
+        gw
+    }
+
+    /// Starts `chasqui serve` on the embedded default: no policy file (the
+    /// compiled-in default, which loads the four AGETIC plugins from
+    /// `plugin_dir`) and the demo catalog, with the demo upstream on a free
+    /// port (the demo catalog's production upstreams are then unreachable).
+    pub async fn start_embedded(plugin_dir: &Path) -> Gateway {
+        let mut gw = Gateway {
+            port: 0,
+            admin_port: 0,
+            dir: tempfile::tempdir().expect("tempdir"),
+            tokens: HashMap::new(),
+            child: None,
+            client: reqwest::Client::new(),
+            embedded: Some(plugin_dir.to_path_buf()),
         };
         gw.spawn().await;
         gw
@@ -348,18 +370,27 @@ impl Gateway {
         let port = free_port();
         let admin_port = free_port();
         let log = std::fs::File::create(self.dir.path().join("gateway.log")).unwrap();
-        let child = Command::new(CHASQUI)
+        let mut command = Command::new(CHASQUI);
+        command
             .arg("serve")
             .arg("--data-dir")
             .arg(self.dir.path())
             .arg("--listen")
             .arg(format!("127.0.0.1:{port}"))
             .arg("--admin-listen")
-            .arg(format!("127.0.0.1:{admin_port}"))
-            .arg("--policy")
-            .arg(self.dir.path().join("policy.yaml"))
+            .arg(format!("127.0.0.1:{admin_port}"));
+        match &self.embedded {
+            Some(plugin_dir) => command
+                .arg("--demo-listen")
+                .arg(format!("127.0.0.1:{}", free_port()))
+                .env("CHASQUI_PLUGIN_DIR", plugin_dir),
+            None => command
+                .arg("--policy")
+                .arg(self.dir.path().join("policy.yaml"))
+                .arg("--no-demo"),
+        };
+        let child = command
             .args([
-                "--no-demo",
                 "--threads",
                 "2",
                 "--catalog-poll-ms",

@@ -74,6 +74,26 @@ impl ServeHttp for DemoUpstream {
                     "datos": { "nit": nit, "razonSocial": "EMPRESA DEMO S.R.L.", "matricula": "00123456", "entorno": env }
                 }),
             ),
+            // Production stand-ins for AGETIC's systems behind their plugins:
+            // they accept what the plugin let through and say what they got.
+            [system @ ("ciudadania" | "ppe" | "sefe"), "produccion", rest @ ..] => (
+                if req.method == http::Method::POST {
+                    201
+                } else {
+                    200
+                },
+                serde_json::json!({
+                    "finalizado": true,
+                    "mensaje": "Respuesta del sistema de demostración (producción simulada)",
+                    "datos": {
+                        "sistema": system,
+                        "metodo": req.method.as_str(),
+                        "ruta": format!("/{}", rest.join("/")),
+                        "consumidor": consumer,
+                        "solicitud": header("x-request-id"),
+                    }
+                }),
+            ),
             _ => (
                 404,
                 serde_json::json!({ "finalizado": false, "mensaje": "Recurso no encontrado en el servicio de demostración", "datos": null }),
