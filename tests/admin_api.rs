@@ -668,6 +668,24 @@ async fn the_consume_procedure_end_to_end() {
     }
     let ledger_text = format!("{kinds:?}");
     assert!(!ledger_text.contains(&new_token) && !ledger_text.contains(&test_token));
+    // Operators read them through the API; nobody else may.
+    let entries = op.get("/audit?kind=admin.access-request.enable_test").await;
+    let entries = entries["items"].as_array().unwrap();
+    assert_eq!(entries.len(), 1, "{entries:?}");
+    assert!(entries[0]["actor"]
+        .as_str()
+        .unwrap()
+        .starts_with("operator:"));
+    assert_eq!(entries[0]["payload"]["request_id"], rid);
+    assert_eq!(entries[0]["hash"].as_str().unwrap().len(), 64);
+    let by_consumer = op.get("/audit?actor=consumer&limit=200").await;
+    assert!(by_consumer["items"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .all(|e| e["actor"].as_str().unwrap().starts_with("consumer:")));
+    sin.problem(Method::GET, "/audit", None, 403, "forbidden")
+        .await;
     let verify = gw.cli(&["audit", "verify"]);
     assert!(
         verify.status.success(),
@@ -988,6 +1006,34 @@ consumers:
     })
     .await;
     assert_eq!(test_up.seen().last().unwrap().path, "/visas/1");
+    // Rotation without a body takes the default overlap.
+    let tokens = sin.get(&format!("/systems/{system_id}/tokens")).await;
+    let live = tokens
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|t| t["label"] == format!("solicitud-{}-pruebas", req["id"]))
+        .unwrap()["id"]
+        .as_i64()
+        .unwrap();
+    let rotated = sin
+        .call(
+            Method::POST,
+            &format!("/systems/{system_id}/tokens/{live}/rotate"),
+            None,
+            201,
+        )
+        .await;
+    assert!(rotated["token"].as_str().unwrap().starts_with("chq_test_"));
+    let listed = sin.get(&format!("/systems/{system_id}/tokens")).await;
+    let old = listed
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|t| t["id"] == live)
+        .unwrap();
+    let left = old["expires_at"].as_i64().unwrap() - old["created_at"].as_i64().unwrap();
+    assert!((86_400..=86_402).contains(&left), "{old}");
 
     // The publisher deprecates it; it stays routed but cannot be published again.
     mig.post(&transitions, json!({"action": "deprecate"}), 200)

@@ -159,6 +159,33 @@ impl<T: DeserializeOwned, S: Send + Sync> FromRequest<S> for JsonBody<T> {
     }
 }
 
+/// Like [`JsonBody`], but an empty body (no `Content-Type`, no bytes)
+/// stands for `T::default()`: for actions whose options are all optional.
+#[derive(Debug)]
+pub struct OptionalJson<T>(pub T);
+
+impl<T: DeserializeOwned + Default, S: Send + Sync> FromRequest<S> for OptionalJson<T> {
+    type Rejection = ApiError;
+
+    async fn from_request(req: Request, state: &S) -> Result<Self, ApiError> {
+        let empty = !req.headers().contains_key(header::CONTENT_TYPE)
+            && req
+                .headers()
+                .get(header::CONTENT_LENGTH)
+                .is_none_or(|v| v.as_bytes() == b"0");
+        if empty {
+            let bytes = read_limited(req, MAX_JSON_BYTES).await?;
+            if bytes.is_empty() {
+                return Ok(OptionalJson(T::default()));
+            }
+            return parse_json(&bytes).map(OptionalJson);
+        }
+        JsonBody::from_request(req, state)
+            .await
+            .map(|JsonBody(v)| OptionalJson(v))
+    }
+}
+
 /// The raw bytes of a request body of at most `N` bytes (uploads).
 #[derive(Debug)]
 pub struct RawBody<const N: usize>(pub Bytes);

@@ -2,7 +2,8 @@
 //! annotations and served at `/openapi.json`.
 
 use super::handlers::{
-    discovery, documents, entities, grants, incidents, principals, requests, services, tokens,
+    audit, discovery, documents, entities, grants, incidents, principals, requests, services,
+    tokens,
 };
 use axum::Json;
 use utoipa::openapi::security::{HttpAuthScheme, HttpBuilder, SecurityScheme};
@@ -27,6 +28,7 @@ use utoipa::{Modify, OpenApi};
         tokens::list, tokens::issue, tokens::rotate, tokens::revoke,
         discovery::services, discovery::service, discovery::openapi, discovery::callable,
         incidents::list,
+        audit::list,
     ),
     modifiers(&AdminToken, &Operations),
     security(("admin_token" = [])),

@@ -1,6 +1,7 @@
 //! The handlers of the admin API, one module per kind of object. Each is
 //! annotated for the OpenAPI document ([`super::openapi`]).
 
+pub mod audit;
 pub mod discovery;
 pub mod documents;
 pub mod entities;

@@ -4,7 +4,7 @@
 use super::ApiResult;
 use crate::admin::audit;
 use crate::admin::error::{ApiError, ProblemBody};
-use crate::admin::extract::{Auth, JsonBody};
+use crate::admin::extract::{Auth, JsonBody, OptionalJson};
 use crate::admin::AppState;
 use crate::problem::Problem;
 use axum::extract::{Path, State};
@@ -197,7 +197,8 @@ pub async fn issue(
 
 /// Rotates a live token: a new one (same label, environment and expiry) is
 /// answered once; the old one keeps working for the overlap, then expires.
-#[utoipa::path(post, path = "/systems/{id}/tokens/{token_id}/rotate", tag = "tokens", request_body = Rotation,
+/// The body may be left empty (a day of overlap).
+#[utoipa::path(post, path = "/systems/{id}/tokens/{token_id}/rotate", tag = "tokens", request_body(content = Rotation, description = "Optional; empty means a day of overlap"),
     params(("id" = i64, Path, description = "The consumer system's id"), ("token_id" = i64, Path, description = "The token's id")),
     responses((status = 201, body = IssuedToken), (status = 401, body = ProblemBody), (status = 403, body = ProblemBody),
         (status = 404, body = ProblemBody), (status = 409, body = ProblemBody), (status = 422, body = ProblemBody)))]
@@ -205,7 +206,7 @@ pub async fn rotate(
     auth: Auth,
     State(state): State<AppState>,
     Path((id, token_id)): Path<(i64, i64)>,
-    JsonBody(rotation): JsonBody<Rotation>,
+    OptionalJson(rotation): OptionalJson<Rotation>,
 ) -> ApiResult<(StatusCode, Json<IssuedToken>)> {
     state.store.system_for(&auth.actor, id).await?;
     let overlap = rotation.overlap_secs.unwrap_or(DEFAULT_OVERLAP_SECS);
