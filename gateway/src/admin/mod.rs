@@ -7,6 +7,46 @@
 //! `/openapi.json` ([`openapi`]); every administrative action is appended to
 //! the audit ledger with who did it ([`audit`]); every error is an RFC 9457
 //! problem ([`error`]).
+//!
+//! # Access
+//!
+//! `chasqui serve` listens on `admin_listen` (`--admin-listen`,
+//! `CHASQUI_ADMIN_LISTEN`, TOML `admin_listen`; default `127.0.0.1:9443`).
+//! At first start, when no operator exists, it creates one and writes its
+//! token (`chq_admin_...`, 256 random bits, stored only as SHA-256) to
+//! `<data_dir>/admin-token`, mode 0600; only the file's path is logged.
+//! Operators create the other principals with `POST /principals`, or with
+//! `chasqui admin token issue --role ROLE [--entity CODE] --name NAME`.
+//!
+//! | role | may |
+//! | --- | --- |
+//! | operator (AGETIC) | everything: entities, principals, every step that approves or withdraws, the audit ledger |
+//! | publisher (an entity) | its services: register, sheet, OpenAPI document, upstreams, adhesion, deprecation; its documents |
+//! | consumer (an entity) | its consumer systems, their requests and tokens, its adhesion agreements; discovery |
+//!
+//! Another entity's objects answer `403 forbidden`, or `404 not-found` when
+//! the caller may not even know they exist (drafts, requests).
+//!
+//! # The procedures
+//!
+//! Consume (`POST /access-requests`, then `POST /access-requests/{id}/transitions`
+//! with an `action`): `requested` -> `enable_test` (operator; grants
+//! `pruebas`, answers a test token once) -> `verify_integration` (operator)
+//! -> `record_adhesion` (consumer or operator, with the `document_id` of an
+//! uploaded PDF) -> `enable_production` (operator; grants `produccion`,
+//! answers a production token once); `reject`, `suspend`, `reinstate` and
+//! `revoke` (operator) withdraw or restore the grants at once.
+//!
+//! Publish (`POST /services` in `draft`, then `POST /services/{id}/transitions`):
+//! `record_adhesion` (publisher or operator) -> `enable_environments`
+//! (operator; needs upstreams in both environments, routes `pruebas`) ->
+//! `publish` (operator; in the catalog, routes both) -> `deprecate`.
+//!
+//! A step not allowed from the current state answers `409 invalid-transition`
+//! and changes nothing; each step is one transaction, recorded with who,
+//! when and the document it rests on (`GET .../history`). Grants and service
+//! states live in the catalog tables whose triggers make every gateway
+//! reload its snapshot, so a withdrawal is in force within one poll period.
 
 pub mod audit;
 pub mod bootstrap;
