@@ -323,6 +323,27 @@ async fn the_consume_procedure_end_to_end() {
         "conflict",
     )
     .await;
+    // A production token made beside the procedure (the CLI) opens nothing:
+    // the data plane refuses it, and production is never reached.
+    let out = gw.cli(&[
+        "token",
+        "issue",
+        "--consumer",
+        "sin/portal-tramites",
+        "--env",
+        "produccion",
+        "--label",
+        "al-margen",
+    ]);
+    assert!(out.status.success());
+    let stray = String::from_utf8_lossy(&out.stdout).trim().to_string();
+    let body = assert_problem(
+        gw.get("/segip/v1/personas/123", &stray).await,
+        403,
+        "no-grant",
+    )
+    .await;
+    assert!(body["detail"].as_str().unwrap().contains("produccion"));
     assert_eq!(prod_up.count(), 0);
     // Recording the adhesion before the verification is out of order.
     sin.problem(
@@ -466,17 +487,36 @@ async fn the_consume_procedure_end_to_end() {
     // The consumer's own tokens: listed without secrets.
     let tokens_path = format!("/systems/{system_id}/tokens");
     let list = sin.get(&tokens_path).await;
-    assert_eq!(list.as_array().unwrap().len(), 2);
+    assert_eq!(list.as_array().unwrap().len(), 3);
     let listed = list.to_string();
     assert!(!listed.contains(&prod_token) && !listed.contains(&test_token));
-    let prod_id = list
-        .as_array()
-        .unwrap()
-        .iter()
-        .find(|t| t["environment"] == "produccion")
-        .unwrap()["id"]
-        .as_i64()
-        .unwrap();
+    let id_of = |list: &Value, label: &str| {
+        list.as_array()
+            .unwrap()
+            .iter()
+            .find(|t| t["label"] == label)
+            .unwrap_or_else(|| panic!("no token labelled {label}: {list}"))["id"]
+            .as_i64()
+            .unwrap()
+    };
+    let prod_id = id_of(&list, &format!("solicitud-{rid}-produccion"));
+    // The stray token made beside the procedure is revoked.
+    let stray_id = id_of(&list, "al-margen");
+    sin.call(
+        Method::POST,
+        &format!("{tokens_path}/{stray_id}/revoke"),
+        None,
+        204,
+    )
+    .await;
+    sin.problem(
+        Method::POST,
+        &format!("{tokens_path}/{stray_id}/revoke"),
+        None,
+        409,
+        "conflict",
+    )
+    .await;
     // Another consumer entity cannot see or touch them.
     op.post(
         "/entities",
@@ -500,8 +540,17 @@ async fn the_consume_procedure_end_to_end() {
             Method::GET,
             &format!("/access-requests/{rid}"),
             None,
-            404,
-            "not-found",
+            403,
+            "forbidden",
+        )
+        .await;
+    aduana
+        .problem(
+            Method::GET,
+            &format!("/documents/{doc_id}/content"),
+            None,
+            403,
+            "forbidden",
         )
         .await;
     assert!(aduana.get("/grants").await["items"]
@@ -821,10 +870,18 @@ consumers:
             Method::GET,
             &format!("/services/{sid}"),
             None,
-            404,
-            "not-found",
+            403,
+            "forbidden",
         )
         .await;
+    sin.problem(
+        Method::GET,
+        &format!("/catalog/services/{sid}"),
+        None,
+        404,
+        "not-found",
+    )
+    .await;
 
     let transitions = format!("/services/{sid}/transitions");
     // Only AGETIC publishes; and not from draft.

@@ -779,14 +779,16 @@ impl Store {
     }
 
     /// One service. Services outside the public catalog (draft, testing) are
-    /// visible only to operators and their publisher.
+    /// visible only to operators and their publisher; others are refused.
     pub async fn service(&self, actor: &Actor, id: i64) -> DomainResult<Service> {
         let service = self.service_row(id).await?;
         if service.status != "published"
             && service.status != "deprecated"
             && !sees_unpublished(actor, &service)
         {
-            return Err(DomainError::NotFound(format!("service {id}")));
+            return Err(DomainError::Forbidden(format!(
+                "service {id} belongs to another entity and is not in the public catalog"
+            )));
         }
         Ok(service)
     }
@@ -917,8 +919,7 @@ impl Store {
     }
 
     /// A service that `actor` may manage (operators, or its publisher);
-    /// others get not-found for services they cannot see and forbidden for
-    /// those they can.
+    /// others are refused as forbidden.
     pub async fn service_owned(&self, actor: &Actor, id: i64, what: &str) -> DomainResult<Service> {
         let service = self.service(actor, id).await?;
         actor.require_for_entity(Role::Publisher, service.entity_id, what)?;

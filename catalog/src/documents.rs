@@ -160,7 +160,9 @@ impl Store {
             .ok_or_else(|| DomainError::NotFound(format!("document {id}")))?;
         let doc = document_of(&row)?;
         if !actor.may_act_for(doc.entity_id) {
-            return Err(DomainError::NotFound(format!("document {id}")));
+            return Err(DomainError::Forbidden(format!(
+                "document {id} belongs to another entity"
+            )));
         }
         Ok(doc)
     }

@@ -603,7 +603,9 @@ impl Store {
             .ok_or_else(|| DomainError::NotFound(format!("access request {id}")))?;
         let request = request_of(&row)?;
         if !sees_request(actor, &request) {
-            return Err(DomainError::NotFound(format!("access request {id}")));
+            return Err(DomainError::Forbidden(format!(
+                "access request {id} is not about this principal's entity"
+            )));
         }
         Ok(request)
     }
@@ -738,7 +740,9 @@ impl Store {
             .ok_or_else(|| DomainError::NotFound(format!("access request {id}")))?;
         let request = request_of(&row)?;
         if !sees_request(actor, &request) {
-            return Err(DomainError::NotFound(format!("access request {id}")));
+            return Err(DomainError::Forbidden(format!(
+                "access request {id} is not about this principal's entity"
+            )));
         }
         let action = input.action;
         let role_ok = consume_roles(action).contains(&actor.role)

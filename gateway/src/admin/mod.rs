@@ -24,8 +24,8 @@
 //! | publisher (an entity) | its services: register, sheet, OpenAPI document, upstreams, adhesion, deprecation; its documents |
 //! | consumer (an entity) | its consumer systems, their requests and tokens, its adhesion agreements; discovery |
 //!
-//! Another entity's objects answer `403 forbidden`, or `404 not-found` when
-//! the caller may not even know they exist (drafts, requests).
+//! Another entity's objects answer `403 forbidden` (services outside the
+//! public catalog, requests, documents, systems, tokens).
 //!
 //! # The procedures
 //!

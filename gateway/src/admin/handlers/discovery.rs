@@ -12,7 +12,7 @@ use crate::problem::Problem;
 use axum::extract::{Path, State};
 use axum::Json;
 use chasqui_catalog::directory::{Callable, Service};
-use chasqui_catalog::domain::Page;
+use chasqui_catalog::domain::{DomainError, Page};
 use serde::Deserialize;
 use utoipa::IntoParams;
 
@@ -26,7 +26,17 @@ pub struct CallableQuery {
 }
 
 async fn published(state: &AppState, auth: &Auth, id: i64) -> ApiResult<Service> {
-    let service = state.store.service(&auth.actor, id).await?;
+    let service = match state.store.service(&auth.actor, id).await {
+        Ok(service) => service,
+        // Discovery shows the catalog only: what is not in it is not found.
+        Err(DomainError::Forbidden(_)) => {
+            return Err(ApiError::new(
+                Problem::NotFound,
+                format!("service {id} is not in the public catalog"),
+            ))
+        }
+        Err(e) => return Err(e.into()),
+    };
     if service.status != "published" {
         return Err(ApiError::new(
             Problem::NotFound,
