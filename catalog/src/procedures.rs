@@ -1075,3 +1075,156 @@ mod tests {
         assert_eq!(routing_status(T::EnvironmentsEnabled), "testing");
     }
 }
+
+#[cfg(test)]
+mod store_tests {
+    use super::*;
+    use crate::directory::NewEntity;
+    use crate::store::Store;
+
+    async fn setup() -> (Store, Actor, Actor, AccessRequest) {
+        let store = Store::open("sqlite::memory:").await.unwrap();
+        let file = crate::import::parse(
+            "entities:
+  - {code: segip, name: SEGIP}
+services:
+  - entity: segip
+    code: personas
+    version: 1
+    name: Personas
+    category: Identificación
+    environments:
+      pruebas: {upstreams: [\"http://127.0.0.1:9\"]}
+      produccion: {upstreams: [\"http://127.0.0.1:9\"]}
+",
+        )
+        .unwrap();
+        store
+            .import(&file, std::path::Path::new("."))
+            .await
+            .unwrap();
+        let op = store
+            .issue_admin_token(Role::Operator, None, "op", None)
+            .await
+            .unwrap();
+        let op = store.authenticate_admin(&op.secret).await.unwrap().unwrap();
+        store
+            .create_entity(
+                &op,
+                &NewEntity {
+                    code: "sin".into(),
+                    name: "SIN".into(),
+                    kind: "public".into(),
+                    contacts: vec![],
+                    incident_webhook_url: None,
+                },
+            )
+            .await
+            .unwrap();
+        let c = store
+            .issue_admin_token(Role::Consumer, Some("sin"), "sin", None)
+            .await
+            .unwrap();
+        let consumer = store.authenticate_admin(&c.secret).await.unwrap().unwrap();
+        let system = store
+            .create_system(&consumer, "sin", "portal", "Portal")
+            .await
+            .unwrap();
+        let request = store
+            .request_access(&consumer, system.id, 1, "")
+            .await
+            .unwrap();
+        (store, op, consumer, request)
+    }
+
+    fn step(action: ConsumeAction, document_id: Option<i64>) -> TransitionInput<ConsumeAction> {
+        TransitionInput {
+            action,
+            document_id,
+            note: String::new(),
+        }
+    }
+
+    async fn grants(store: &Store) -> Vec<(String, String)> {
+        sqlx::query_as("SELECT environment, status FROM grants ORDER BY environment")
+            .fetch_all(store.pool())
+            .await
+            .unwrap()
+    }
+
+    #[tokio::test]
+    async fn a_refused_step_changes_nothing() {
+        let (store, op, consumer, request) = setup().await;
+        store
+            .transition_access_request(&op, request.id, &step(ConsumeAction::EnableTest, None))
+            .await
+            .unwrap();
+        store
+            .transition_access_request(
+                &op,
+                request.id,
+                &step(ConsumeAction::VerifyIntegration, None),
+            )
+            .await
+            .unwrap();
+        let seq = store.change_seq().await.unwrap();
+        // No such document: refused, and neither state nor history moves.
+        let refused = store
+            .transition_access_request(
+                &consumer,
+                request.id,
+                &step(ConsumeAction::RecordAdhesion, Some(99)),
+            )
+            .await;
+        assert!(
+            matches!(refused, Err(DomainError::Validation { ref field, .. }) if field == "document_id")
+        );
+        let now = store.access_request(&op, request.id).await.unwrap();
+        assert_eq!(now.state, ConsumeState::IntegrationVerified);
+        assert_eq!(
+            store
+                .procedure_history("consume", request.id)
+                .await
+                .unwrap()
+                .len(),
+            3
+        );
+        assert_eq!(store.change_seq().await.unwrap(), seq);
+    }
+
+    #[tokio::test]
+    async fn suspension_and_rejection_withdraw_the_grants_the_data_plane_loads() {
+        let (store, op, _consumer, request) = setup().await;
+        let outcome = store
+            .transition_access_request(&op, request.id, &step(ConsumeAction::EnableTest, None))
+            .await
+            .unwrap();
+        assert!(outcome.issued_token.unwrap().token.starts_with("chq_test_"));
+        assert_eq!(store.load_snapshot().await.unwrap().grants.len(), 1);
+        store
+            .transition_access_request(&op, request.id, &step(ConsumeAction::Suspend, None))
+            .await
+            .unwrap();
+        assert!(store.load_snapshot().await.unwrap().grants.is_empty());
+        assert_eq!(
+            grants(&store).await,
+            [("pruebas".into(), "suspended".into())]
+        );
+        let back = store
+            .transition_access_request(&op, request.id, &step(ConsumeAction::Reinstate, None))
+            .await
+            .unwrap();
+        assert_eq!(back.request.state, ConsumeState::TestEnabled);
+        assert_eq!(store.load_snapshot().await.unwrap().grants.len(), 1);
+        store
+            .transition_access_request(&op, request.id, &step(ConsumeAction::Reject, None))
+            .await
+            .unwrap();
+        assert_eq!(grants(&store).await, [("pruebas".into(), "revoked".into())]);
+        // A rejected request is final; a new one may be filed.
+        let again = store
+            .transition_access_request(&op, request.id, &step(ConsumeAction::EnableTest, None))
+            .await;
+        assert!(matches!(again, Err(DomainError::InvalidTransition { .. })));
+    }
+}
