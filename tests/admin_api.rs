@@ -943,23 +943,6 @@ consumers:
         )
         .await;
     }
-    let openapi = json!({"openapi": "3.1.0", "info": {"title": "Visas", "version": "1"},
-                         "paths": {"/visas/{pasaporte}": {"get": {"responses": {"200": {"description": "ok"}}}}}});
-    mig.call(
-        Method::PUT,
-        &format!("/services/{sid}/openapi"),
-        Some(openapi.clone()),
-        204,
-    )
-    .await;
-    mig.problem(
-        Method::PUT,
-        &format!("/services/{sid}/openapi"),
-        Some(json!({"swagger": "2.0"})),
-        422,
-        "validation",
-    )
-    .await;
     let outcome = op
         .post(&transitions, json!({"action": "enable_environments"}), 200)
         .await;
@@ -980,7 +963,34 @@ consumers:
             .is_empty()
     );
 
-    // Step 4: AGETIC publishes it.
+    // Step 4: AGETIC publishes it, once its contract is there.
+    let body = op
+        .problem(
+            Method::POST,
+            &transitions,
+            Some(json!({"action": "publish"})),
+            409,
+            "invalid-transition",
+        )
+        .await;
+    assert!(body["detail"].as_str().unwrap().contains("OpenAPI"));
+    let openapi = json!({"openapi": "3.1.0", "info": {"title": "Visas", "version": "1"},
+                         "paths": {"/visas/{pasaporte}": {"get": {"responses": {"200": {"description": "ok"}}}}}});
+    mig.call(
+        Method::PUT,
+        &format!("/services/{sid}/openapi"),
+        Some(openapi.clone()),
+        204,
+    )
+    .await;
+    mig.problem(
+        Method::PUT,
+        &format!("/services/{sid}/openapi"),
+        Some(json!({"swagger": "2.0"})),
+        422,
+        "validation",
+    )
+    .await;
     let outcome = op
         .post(&transitions, json!({"action": "publish"}), 200)
         .await;

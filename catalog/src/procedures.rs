@@ -126,7 +126,8 @@ string_enum! {
         /// adhesion_received -> environments_enabled (operator); needs
         /// upstreams in both environments.
         EnableEnvironments => "enable_environments",
-        /// environments_enabled -> published (operator).
+        /// environments_enabled -> published (operator); needs the OpenAPI
+        /// document and a metadata sheet with data provided and legal basis.
         Publish => "publish",
         /// published -> deprecated (operator or the publisher).
         Deprecate => "deprecate",
@@ -922,7 +923,36 @@ impl Store {
                     }
                 }
             }
-            PublishAction::Publish | PublishAction::Deprecate => {}
+            PublishAction::Publish => {
+                // The catalog offers a contract and a metadata sheet for
+                // every service it lists.
+                let row = sqlx::query(
+                    "SELECT openapi IS NOT NULL, data_provided, legal_basis FROM service_sheets
+                     WHERE service_id = ?",
+                )
+                .bind(id)
+                .fetch_optional(&mut *tx)
+                .await?;
+                let (has_openapi, data, legal): (bool, String, String) = match row {
+                    Some(r) => (r.try_get(0)?, r.try_get(1)?, r.try_get(2)?),
+                    None => (false, String::new(), String::new()),
+                };
+                let missing = if !has_openapi {
+                    Some("give the service's OpenAPI document first")
+                } else if data.is_empty() || legal.is_empty() {
+                    Some("complete the metadata sheet (data provided, legal basis) first")
+                } else {
+                    None
+                };
+                if let Some(missing) = missing {
+                    return Err(DomainError::InvalidTransition {
+                        from: from.to_string(),
+                        action: action.to_string(),
+                        detail: Some(missing.to_string()),
+                    });
+                }
+            }
+            PublishAction::Deprecate => {}
         }
         let now = now_unix();
         sqlx::query(

@@ -40,7 +40,8 @@
 //! Publish (`POST /services` in `draft`, then `POST /services/{id}/transitions`):
 //! `record_adhesion` (publisher or operator) -> `enable_environments`
 //! (operator; needs upstreams in both environments, routes `pruebas`) ->
-//! `publish` (operator; in the catalog, routes both) -> `deprecate`.
+//! `publish` (operator; needs the OpenAPI document and the metadata sheet's
+//! data provided and legal basis; in the catalog, routes both) -> `deprecate`.
 //!
 //! A step not allowed from the current state answers `409 invalid-transition`
 //! and changes nothing; each step is one transaction, recorded with who,
