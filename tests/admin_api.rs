@@ -934,6 +934,24 @@ consumers:
         )
         .await;
     assert_eq!(bad_upstream["field"], "upstreams[0].url");
+    let bad_ca = mig
+        .problem(
+            Method::PUT,
+            &format!("/services/{sid}/environments/pruebas"),
+            Some(json!({"upstreams": [{"url": test_up.url()}],
+                        "ca_pem": "-----BEGIN CERTIFICATE-----\nnot base64\n-----END CERTIFICATE-----\n"})),
+            422,
+            "validation",
+        )
+        .await;
+    assert_eq!(bad_ca["field"], "ca_pem");
+    // Nothing of the refused configuration was written.
+    assert!(mig
+        .get(&format!("/services/{sid}/environments"))
+        .await
+        .as_array()
+        .unwrap()
+        .is_empty());
     for (env, up) in [("pruebas", &test_up), ("produccion", &prod_up)] {
         mig.call(
             Method::PUT,

@@ -204,6 +204,16 @@ pub async fn put_environment(
     config.environment = environment
         .parse::<Environment>()
         .map_err(|e| ApiError::field("environment", e.to_string()))?;
+    // The data plane would leave an environment with an unusable CA out of
+    // its table; refuse it here, where the publisher can see why (once it is
+    // known the caller may configure this service at all).
+    state
+        .store
+        .service_owned(&auth.actor, id, "configure this service's environments")
+        .await?;
+    if let Some(pem) = config.ca_pem.as_deref().filter(|p| !p.trim().is_empty()) {
+        crate::upstream::parse_ca_bundle(pem).map_err(|e| ApiError::field("ca_pem", e))?;
+    }
     let stored = state
         .store
         .set_environment(&auth.actor, id, &config)
