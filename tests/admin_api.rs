@@ -1478,3 +1478,62 @@ async fn incidents_are_listed_to_the_entities_they_are_about() {
         2
     );
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn concurrent_steps_apply_once() {
+    let up = Upstream::start("pruebas", Behavior::Echo).await;
+    let gw = Gateway::start(&imported_catalog(&up, &up)).await;
+    let op = Admin::new(&gw, Some(&gw.admin_token()));
+    op.post(
+        "/entities",
+        json!({"code": "sin", "name": "SIN", "kind": "public", "contacts": contacts()}),
+        201,
+    )
+    .await;
+    let system = op
+        .post(
+            "/entities/sin/systems",
+            json!({"code": "portal", "name": "Portal"}),
+            201,
+        )
+        .await;
+    let service_id = op.get("/catalog/services").await["items"][0]["id"].clone();
+    let request = op
+        .post(
+            "/access-requests",
+            json!({"system_id": system["id"], "service_id": service_id}),
+            201,
+        )
+        .await;
+    let path = format!("/access-requests/{}/transitions", request["id"]);
+    // Ten operators press "enable test" at once: one step, one token.
+    let mut calls = tokio::task::JoinSet::new();
+    for _ in 0..10 {
+        let client = op.client.clone();
+        let url = gw.admin_url(&path);
+        let token = op.token.clone().unwrap();
+        calls.spawn(async move {
+            client
+                .post(url)
+                .bearer_auth(token)
+                .json(&json!({"action": "enable_test"}))
+                .send()
+                .await
+                .unwrap()
+                .status()
+                .as_u16()
+        });
+    }
+    let mut statuses = Vec::new();
+    while let Some(status) = calls.join_next().await {
+        statuses.push(status.unwrap());
+    }
+    statuses.sort();
+    assert_eq!(statuses, [200, 409, 409, 409, 409, 409, 409, 409, 409, 409]);
+    let tokens = op.get(&format!("/systems/{}/tokens", system["id"])).await;
+    assert_eq!(tokens.as_array().unwrap().len(), 1);
+    let history = op
+        .get(&format!("/access-requests/{}/history", request["id"]))
+        .await;
+    assert_eq!(history.as_array().unwrap().len(), 2);
+}
