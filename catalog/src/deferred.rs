@@ -173,13 +173,23 @@ impl Store {
         .fetch_all(self.pool())
         .await?;
         rows.iter()
-            .map(|r| Ok((r.try_get("service")?, r.try_get("environment")?, r.try_get("due")?)))
+            .map(|r| {
+                Ok((
+                    r.try_get("service")?,
+                    r.try_get("environment")?,
+                    r.try_get("due")?,
+                ))
+            })
             .collect()
     }
 
     /// The oldest queued request of a service environment: the only one that
     /// may be delivered next, so that delivery keeps the order of acceptance.
-    pub async fn next_deferred(&self, service: &str, environment: &str) -> Result<Option<Deferred>> {
+    pub async fn next_deferred(
+        &self,
+        service: &str,
+        environment: &str,
+    ) -> Result<Option<Deferred>> {
         let row = sqlx::query(
             "SELECT * FROM deferred_requests WHERE service = ? AND environment = ? AND state = 'queued'
              ORDER BY seq LIMIT 1",

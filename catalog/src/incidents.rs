@@ -245,7 +245,9 @@ impl Store {
             .map(|row| {
                 Ok(DueNotification {
                     id: row.try_get("notification_id")?,
-                    target: row.try_get::<Option<String>, _>("target")?.unwrap_or_default(),
+                    target: row
+                        .try_get::<Option<String>, _>("target")?
+                        .unwrap_or_default(),
                     party: row.try_get("party")?,
                     entity_code: row.try_get("entity_code")?,
                     attempts: row.try_get("attempts")?,

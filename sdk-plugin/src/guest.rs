@@ -299,7 +299,9 @@ pub(crate) mod backend {
         imports::context::client_address()
     }
 
-    pub fn incident_report(incident: &incident::Incident) -> Result<String, incident::IncidentError> {
+    pub fn incident_report(
+        incident: &incident::Incident,
+    ) -> Result<String, incident::IncidentError> {
         use imports::incident as wit;
         let report = wit::IncidentReport {
             kind: incident.kind.clone(),
