@@ -735,6 +735,15 @@ async fn the_consume_procedure_end_to_end() {
         .all(|e| e["actor"].as_str().unwrap().starts_with("consumer:")));
     sin.problem(Method::GET, "/audit", None, 403, "forbidden")
         .await;
+    // Each admin request's log line names the principal, never a token.
+    let log = gw.log();
+    assert!(
+        log.contains("admin request") && log.contains("consumer:"),
+        "{log}"
+    );
+    for secret in [&op_token, &test_token, &prod_token, &new_token] {
+        assert!(!log.contains(secret.as_str()), "a token reached the log");
+    }
     let verify = gw.cli(&["audit", "verify"]);
     assert!(
         verify.status.success(),

@@ -103,6 +103,11 @@ impl IntoResponse for ApiError {
 #[derive(Debug, Clone)]
 pub struct RequestId(pub String);
 
+/// Where the authentication of a request leaves who the caller is, so that
+/// the request's log line names the principal (never its token).
+#[derive(Debug, Clone, Default)]
+pub struct PrincipalSlot(pub std::sync::Arc<std::sync::OnceLock<String>>);
+
 /// The JSON body of a problem.
 #[derive(Serialize, utoipa::ToSchema)]
 pub struct ProblemBody {
@@ -172,6 +177,8 @@ pub async fn finish(mut req: Request, next: Next) -> Response {
     rand::RngCore::fill_bytes(&mut rand::rng(), &mut raw);
     let request_id = crate::hex(&raw);
     req.extensions_mut().insert(RequestId(request_id.clone()));
+    let principal = PrincipalSlot::default();
+    req.extensions_mut().insert(principal.clone());
     let method = req.method().clone();
     let path = req.uri().path().to_string();
     let started = std::time::Instant::now();
@@ -216,6 +223,7 @@ pub async fn finish(mut req: Request, next: Next) -> Response {
         status = resp.status().as_u16(),
         took_ms = started.elapsed().as_millis() as u64,
         request_id = %request_id,
+        principal = principal.0.get().map_or("-", String::as_str),
         "admin request"
     );
     resp

@@ -2,7 +2,7 @@
 //! query strings whose errors name the field, and raw uploads with a size
 //! limit.
 
-use super::error::{ApiError, RequestId};
+use super::error::{ApiError, PrincipalSlot, RequestId};
 use super::AppState;
 use crate::problem::Problem;
 use axum::extract::{FromRequest, FromRequestParts, Request};
@@ -58,6 +58,9 @@ impl FromRequestParts<AppState> for Auth {
             .await
             .map_err(ApiError::from)?
             .ok_or_else(|| unauthenticated("the admin token is malformed, unknown or revoked"))?;
+        if let Some(slot) = parts.extensions.get::<PrincipalSlot>() {
+            let _ = slot.0.set(actor.ledger_name());
+        }
         Ok(Auth { actor, request_id })
     }
 }
