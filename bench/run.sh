@@ -419,25 +419,28 @@ cpu_busy() {
     END { if (dt > 0) printf "%.0f\n", 100 * (dt - di) / dt; else print "NA" }' "$2" "$3"
 }
 
-# Status 200 and the upstream body, once, before loading.
+# check_target LABEL URL [HEADER...]: status 200 and the upstream body, once,
+# before loading.
 check_target() {
-    local label=$1 url=$2 hdr=${3:-} f code
+    local label=$1 url=$2 f code hdr
+    shift 2
     f=$WORK/check-$(slug "$label").body
     local args=(-sk --http1.1 --max-time 5 -o "$f" -w '%{http_code}')
-    [[ -z $hdr ]] || args+=(-H "$hdr")
+    for hdr in "$@"; do [[ -z $hdr ]] || args+=(-H "$hdr"); done
     code=$(curl "${args[@]}" "$url" 2>/dev/null || true)
     [[ $code == 200 ]] || die "check of '$label' ($url) returned HTTP $code, expected 200; body: $(head -c 300 "$f" 2>/dev/null)"
     [[ $(cat "$f") == "$BODY" ]] || die "check of '$label' ($url) returned 200 but not the upstream body: $(head -c 300 "$f")"
 }
 
-# load LABEL URL [HEADER]
+# load LABEL URL [HEADER...]
 load() {
-    local label=$1 url=$2 hdr=${3:-}
+    local label=$1 url=$2 hdr
+    shift 2
     local raw
     raw=$WORK/wrk-$(slug "$label").txt
     local args=("-t$WRK_THREADS" "-c$CONNECTIONS" --latency)
-    [[ -z $hdr ]] || args+=(-H "$hdr")
-    check_target "$label" "$url" "$hdr"
+    for hdr in "$@"; do [[ -z $hdr ]] || args+=(-H "$hdr"); done
+    check_target "$label" "$url" "$@"
     log "$label: warm-up $WARMUP, then $DURATION at $CONNECTIONS connections ($url)"
     taskset -c "$CORE_LOAD" wrk "${args[@]}" "-d$WARMUP" "$url" >"$raw.warmup" 2>&1 ||
         { cat "$raw.warmup" >&2; die "wrk warm-up of '$label' failed"; }
