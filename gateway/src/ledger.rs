@@ -262,10 +262,12 @@ impl Ledger {
             let due = chain.unsigned > 0
                 && (chain.unsigned >= CHECKPOINT_ENTRIES
                     || chain.last_checkpoint.elapsed() >= CHECKPOINT_AFTER);
-            let checkpoint = (due && !batch.is_empty()).then(|| (chain.next - 1, chain.last_hash));
+            // Also when nothing new came in: a quiet ledger still gets its
+            // last entries signed once they are old enough.
+            let checkpoint = due.then(|| (chain.next - 1, chain.last_hash));
             (batch, checkpoint)
         };
-        if batch.is_empty() {
+        if batch.is_empty() && checkpoint.is_none() {
             return Ok(0);
         }
         match self.write(&batch, checkpoint).await {
@@ -291,7 +293,11 @@ impl Ledger {
     pub async fn checkpoint(&self) -> Result<(), LedgerError> {
         {
             let mut chain = self.chain.lock().unwrap_or_else(|p| p.into_inner());
-            chain.unsigned = chain.unsigned.max(CHECKPOINT_ENTRIES);
+            // Nothing unsigned and nothing queued: the last checkpoint
+            // already covers everything.
+            if chain.unsigned > 0 || !chain.queue.is_empty() {
+                chain.unsigned = chain.unsigned.max(CHECKPOINT_ENTRIES);
+            }
         }
         self.flush().await.map(|_| ())
     }

@@ -92,6 +92,8 @@ pub struct RequestCtx {
     prebuffered: Option<Bytes>,
     /// Whether store-and-forward applies to this request.
     deferrable: bool,
+    /// The status of a plugin's own answer, for the access log.
+    answered_by_plugin: Option<u16>,
     /// Whether a connection to an upstream was made (a request that never
     /// reached one can be deferred without risk of a duplicate).
     upstream_connected: bool,
@@ -412,6 +414,7 @@ impl ProxyHttp for ChasquiProxy {
             plugin_answer: None,
             prebuffered: None,
             deferrable: false,
+            answered_by_plugin: None,
             upstream_connected: false,
             _inflight: self.gw.lifecycle.enter(),
         }
@@ -556,6 +559,15 @@ impl ProxyHttp for ChasquiProxy {
             session.req_header_mut().remove_header(&name);
         }
 
+        // Routed from here on, so that the access log names the service and
+        // consumer of a request a plugin answers.
+        ctx.routed = Some(Routed {
+            service: service.clone(),
+            pool,
+            env,
+            consumer: consumer.clone(),
+            upstream_path,
+        });
         let chain = self.gw.plugins.load().chain_for(&service.route_name);
         if let Some(chain) = chain {
             let context = CallContext {
@@ -581,6 +593,7 @@ impl ProxyHttp for ChasquiProxy {
             match outcome {
                 Outcome::Continue => {}
                 Outcome::Answer(answer) => {
+                    ctx.answered_by_plugin = Some(answer.status);
                     stage::write_answer(session, &answer, &ctx.request_id).await?;
                     return Ok(true);
                 }
@@ -593,13 +606,6 @@ impl ProxyHttp for ChasquiProxy {
             ctx.policy.store_and_forward.as_ref().is_some_and(|p| {
                 p.applies(&service.route_name, session.req_header().method.as_str())
             });
-        ctx.routed = Some(Routed {
-            service,
-            pool,
-            env,
-            consumer,
-            upstream_path,
-        });
         if deferrable {
             return self.prepare_deferrable(session, ctx).await;
         }
@@ -996,6 +1002,9 @@ impl ProxyHttp for ChasquiProxy {
         if session.response_written().is_none() {
             if let Some(answer) = ctx.plugin_answer.take() {
                 let status = answer.status;
+                // Not a failure: a plugin answered from a body phase.
+                ctx.answered_by_plugin = Some(status);
+                ctx.problem = None;
                 if let Err(write_err) = stage::write_answer(session, &answer, &ctx.request_id).await
                 {
                     tracing::debug!(error = %write_err, "could not write the plugin's answer");
@@ -1018,6 +1027,15 @@ impl ProxyHttp for ChasquiProxy {
     }
 
     async fn logging(&self, session: &mut Session, e: Option<&Error>, ctx: &mut RequestCtx) {
+        self.gw.metrics.record(
+            ctx.routed
+                .as_ref()
+                .map(|r| (r.service.route_name.as_str(), r.env)),
+            session.response_written().map_or(0, |r| r.status.as_u16()),
+            ctx.started.elapsed(),
+            ctx.body_bytes,
+            session.body_bytes_sent() as u64,
+        );
         if !self.gw.access_log {
             return;
         }
@@ -1032,6 +1050,7 @@ impl ProxyHttp for ChasquiProxy {
             consumer = %routed.map_or_else(|| "-".to_string(), |r| format!("{}/{}", r.consumer.entity_code, r.consumer.consumer_code)),
             status,
             problem = ctx.problem.as_ref().map_or("-", |(p, _)| p.parts().1),
+            plugin_answer = ctx.answered_by_plugin.unwrap_or(0),
             attempts = ctx.tried.len(),
             duration_us = ctx.started.elapsed().as_micros() as u64,
             error = e.map(|e| e.etype().as_str()).unwrap_or("-"),

@@ -82,6 +82,7 @@ pub fn serve(config: Config) -> anyhow::Result<()> {
         crate::admin::AppState {
             store: gw.store.clone(),
             ledger: gw.ledger.clone(),
+            gateway: gw.clone(),
         },
     ))?;
 
@@ -216,8 +217,9 @@ fn spawn_drain_watch(gw: Arc<Gateway>, deadline: Duration, control: tokio::runti
                 );
             }
             control.block_on(async {
-                // Everything appended to the ledger reaches the store before exit.
-                if let Err(e) = gw.ledger.flush().await {
+                // Everything appended to the ledger reaches the store before
+                // exit, covered by a signed checkpoint.
+                if let Err(e) = gw.ledger.checkpoint().await {
                     tracing::error!(error = %e, "final ledger flush failed");
                 }
                 if let Err(e) = gw.tokens.flush_last_used().await {
