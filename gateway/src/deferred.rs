@@ -72,6 +72,11 @@ impl Deferrals {
             .is_some_and(|n| *n > 0)
     }
 
+    /// Requests waiting in every queue of this node.
+    pub fn backlog_total(&self) -> i64 {
+        self.backlog.iter().map(|n| (*n.value()).max(0)).sum()
+    }
+
     /// Stores a request for later delivery; when this returns `Ok` the
     /// request is durable and may be acknowledged.
     pub async fn accept(

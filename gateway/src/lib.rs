@@ -12,6 +12,7 @@ pub mod config;
 pub mod deferred;
 pub mod demo;
 pub mod ledger;
+pub mod metrics;
 pub mod path;
 pub mod platform;
 pub mod plugin;

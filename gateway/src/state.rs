@@ -56,6 +56,8 @@ pub struct Gateway {
     pub deferred: Arc<Deferrals>,
     /// Incidents and fees reported by plugins.
     pub platform: Arc<Platform>,
+    /// Request metrics, exposed by the admin API's `GET /metrics`.
+    pub metrics: crate::metrics::Metrics,
 }
 
 /// Readiness and draining.
@@ -152,6 +154,7 @@ impl Gateway {
             ),
             deferred,
             platform,
+            metrics: crate::metrics::Metrics::new(),
         };
         Ok(Arc::new(gateway))
     }

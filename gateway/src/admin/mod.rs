@@ -69,6 +69,8 @@ pub struct AppState {
     pub store: Store,
     /// The audit ledger.
     pub ledger: Arc<Ledger>,
+    /// The gateway's state, for the metrics exposition (`GET /metrics`).
+    pub gateway: Arc<crate::state::Gateway>,
 }
 
 pub use bootstrap::bootstrap_operator;

@@ -4,8 +4,8 @@
 
 use super::error::{finish, method_not_allowed, not_found};
 use super::handlers::{
-    audit, discovery, documents, entities, grants, incidents, principals, requests, services,
-    tokens,
+    audit, discovery, documents, entities, grants, incidents, metrics, principals, requests,
+    services, tokens,
 };
 use super::{openapi, AppState};
 use axum::http::Method;
@@ -66,6 +66,7 @@ pub fn table() -> Vec<Route> {
         route!(GET "/catalog/callable" => discovery::callable),
         route!(GET "/incidents" => incidents::list),
         route!(GET "/audit" => audit::list),
+        route!(GET "/metrics" => metrics::scrape),
     ]
 }
 

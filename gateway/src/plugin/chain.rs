@@ -34,6 +34,11 @@ impl PluginSet {
         Ok(PluginSet { bound })
     }
 
+    /// Every loaded plugin, in chain order.
+    pub fn plugins(&self) -> impl Iterator<Item = &Arc<LoadedPlugin>> {
+        self.bound.iter().map(|(p, _)| p)
+    }
+
     /// Whether the set is empty.
     pub fn is_empty(&self) -> bool {
         self.bound.is_empty()

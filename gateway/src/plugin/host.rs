@@ -31,7 +31,8 @@ pub struct PluginShared {
     evidence: Option<Arc<dyn super::EvidenceSink>>,
     platform: Option<Arc<dyn PlatformSink>>,
     kv: Mutex<HashMap<String, KvEntry>>,
-    metrics: Mutex<BTreeMap<String, f64>>,
+    /// Series -> (value, whether it counts a histogram's observations).
+    metrics: Mutex<BTreeMap<String, (f64, bool)>>,
 }
 
 impl std::fmt::Debug for PluginShared {
@@ -66,7 +67,18 @@ impl PluginShared {
             .lock()
             .unwrap_or_else(|p| p.into_inner())
             .get(series)
-            .copied()
+            .map(|(value, _)| *value)
+    }
+
+    /// Every series as `(name{k="v",...}, value, is a histogram's count)`,
+    /// for the Prometheus exposition.
+    pub fn series(&self) -> Vec<(String, f64, bool)> {
+        self.metrics
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .iter()
+            .map(|(series, (value, histogram))| (series.clone(), *value, *histogram))
+            .collect()
     }
 }
 
@@ -416,8 +428,8 @@ impl HostState {
         if map.len() >= 1_000 && !map.contains_key(&series) {
             return;
         }
-        let entry = map.entry(series).or_insert(0.0);
-        *entry += if histogram { 1.0 } else { value };
+        let entry = map.entry(series).or_insert((0.0, histogram));
+        entry.0 += if histogram { 1.0 } else { value };
     }
 }
 

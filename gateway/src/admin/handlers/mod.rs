@@ -7,6 +7,7 @@ pub mod documents;
 pub mod entities;
 pub mod grants;
 pub mod incidents;
+pub mod metrics;
 pub mod principals;
 pub mod requests;
 pub mod services;
