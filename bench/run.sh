@@ -494,7 +494,10 @@ scenario_base() {
     load "a: upstream http" "http://$HOST:$PORT_UPSTREAM$PERSON_PATH"
     load "b: nginx http" "http://$HOST:$PORT_NGINX_HTTP$PERSON_PATH"
     if [[ $SKIP_CHASQUI != 1 ]]; then
-        start_chasqui base
+        # The plain authenticated proxy: no plugins (the embedded default
+        # policy binds CGII to every service; scenario "plugins" measures it).
+        printf 'version: 1\nplugins: []\n' >"$WORK/policy-plain.yaml"
+        start_chasqui base --policy "$WORK/policy-plain.yaml"
         auth="Authorization: Bearer $TOKEN"
         load "c: chasqui http" "http://$HOST:$PORT_CHASQUI_HTTP$CHASQUI_PREFIX$PERSON_PATH" "$auth"
     fi

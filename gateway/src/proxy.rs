@@ -824,7 +824,7 @@ impl ProxyHttp for ChasquiProxy {
 
     async fn response_filter(
         &self,
-        _session: &mut Session,
+        session: &mut Session,
         response: &mut ResponseHeader,
         ctx: &mut RequestCtx,
     ) -> Result<()> {
@@ -835,8 +835,13 @@ impl ProxyHttp for ChasquiProxy {
                 }
             }
             if run.replacement_body.is_none() && run.handles(Phase::ResponseBody) {
-                // A plugin may change the body's length.
+                // A plugin may change the body's length: chunked, so that an
+                // HTTP/1.1 connection stays reusable (pingora would otherwise
+                // delimit the body by closing it; HTTP/2 drops the field).
                 response.remove_header(&http::header::CONTENT_LENGTH);
+                if session.req_header().version == http::Version::HTTP_11 {
+                    response.insert_header(http::header::TRANSFER_ENCODING, "chunked")?;
+                }
             }
         }
         response.insert_header("x-request-id", ctx.request_id.as_str())?;
