@@ -79,6 +79,30 @@ async fn plugins_act_at_every_phase_through_the_gateway() {
     assert_eq!(seen.header("x-plugin"), Some("modified"));
     assert!(seen.header("x-drop").is_none());
 
+    // Over HTTP/1.1 a body a plugin may rewrite goes out chunked, so the
+    // connection stays open for the next request (not close-delimited).
+    let h1 = gw.https_client(true);
+    for _ in 0..2 {
+        let resp = h1
+            .get(gw.url("/a/v1/x/modify"))
+            .bearer_auth(t)
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(resp.version(), reqwest::Version::HTTP_11);
+        assert_eq!(
+            resp.headers()
+                .get("transfer-encoding")
+                .and_then(|v| v.to_str().ok()),
+            Some("chunked")
+        );
+        assert!(resp
+            .headers()
+            .get("connection")
+            .is_none_or(|v| v != "close"));
+        assert!(resp.text().await.unwrap().ends_with(" [seen by misbehave]"));
+    }
+
     let resp = gw
         .client
         .post(gw.url("/a/v1/x"))
