@@ -728,21 +728,26 @@ async fn sefe_contingency_defers_valid_invoices_until_the_upstream_returns() {
         store_and_forward: true,
         ..PolicyOptions::default()
     };
-    let gw = start(&stand, &options).await;
-    let token = gw.token("prod");
+    let mut gw = start(&stand, &options).await;
+    let token = gw.token("prod").to_string();
+    let token = token.as_str();
 
-    // SEFE is down: a valid invoice is kept and acknowledged.
-    let valid = invoice(601).to_string();
-    let resp = post_raw(&gw, "/sefe/v1/facturas", token, &valid).await;
-    let location = resp
-        .headers()
-        .get("location")
-        .map(|v| v.to_str().unwrap().to_string());
-    let (status, accepted) = json_of(resp).await;
-    assert_eq!(status, 202, "{accepted}\n{}", gw.log());
-    let id = accepted["id"].as_str().expect("tracking id").to_string();
-    assert_eq!(location, Some(format!("/_chasqui/deferred/{id}")));
-    assert_eq!(accepted["state"], "queued");
+    // SEFE is down: valid invoices are kept and acknowledged, in order.
+    let mut kept = Vec::new();
+    for number in [601, 604, 605] {
+        let valid = invoice(number).to_string();
+        let resp = post_raw(&gw, "/sefe/v1/facturas", token, &valid).await;
+        let location = resp
+            .headers()
+            .get("location")
+            .map(|v| v.to_str().unwrap().to_string());
+        let (status, accepted) = json_of(resp).await;
+        assert_eq!(status, 202, "{accepted}\n{}", gw.log());
+        let id = accepted["id"].as_str().expect("tracking id").to_string();
+        assert_eq!(location, Some(format!("/_chasqui/deferred/{id}")));
+        assert_eq!(accepted["state"], "queued");
+        kept.push((id, valid));
+    }
 
     // Validation runs before the contingency decision: an inconsistent
     // invoice is refused, not kept.
@@ -755,35 +760,44 @@ async fn sefe_contingency_defers_valid_invoices_until_the_upstream_returns() {
     .await;
     assert_subtotal_refused(resp).await;
 
-    // SEFE comes back where it was; the invoice is delivered.
+    // The gateway crashes and restarts while the invoices wait.
+    gw.kill();
+    gw.spawn().await;
+
+    // SEFE comes back where it was; every invoice is delivered.
     let port = stand.down["sefe/produccion"];
     let sefe = Upstream::start_at("sefe-produccion", Behavior::Echo, port).await;
     let began = Instant::now();
-    let state = loop {
-        let resp = gw.get(&format!("/_chasqui/deferred/{id}"), token).await;
-        assert_eq!(resp.status(), 200);
-        let doc: Value = resp.json().await.unwrap();
-        if doc["state"] == "delivered" {
-            break doc;
-        }
-        assert!(
-            began.elapsed() < Duration::from_secs(20),
-            "{id} not delivered: {doc}\n{}",
-            gw.log()
-        );
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    };
-    assert_eq!(state["upstream_status"], 200, "{state}");
+    for (id, _) in &kept {
+        let state = loop {
+            let resp = gw.get(&format!("/_chasqui/deferred/{id}"), token).await;
+            assert_eq!(resp.status(), 200);
+            let doc: Value = resp.json().await.unwrap();
+            if doc["state"] == "delivered" {
+                break doc;
+            }
+            assert!(
+                began.elapsed() < Duration::from_secs(20),
+                "{id} not delivered: {doc}\n{}",
+                gw.log()
+            );
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        };
+        assert_eq!(state["upstream_status"], 200, "{state}");
+    }
     println!(
-        "deferred invoice delivered {} ms after SEFE came back",
+        "3 deferred invoices delivered {} ms after SEFE came back (across a SIGKILL)",
         began.elapsed().as_millis()
     );
+    // Exactly once each, in the order they were accepted.
     let seen = sefe.seen();
-    assert_eq!(seen.len(), 1, "delivered exactly once");
-    assert_eq!(seen[0].path, "/facturas");
-    assert_eq!(seen[0].body, valid.as_bytes());
-    assert_eq!(seen[0].header("idempotency-key"), Some(id.as_str()));
-    assert!(seen[0].header("authorization").is_none());
+    assert_eq!(seen.len(), kept.len(), "each delivered exactly once");
+    for (request, (id, valid)) in seen.iter().zip(&kept) {
+        assert_eq!(request.path, "/facturas");
+        assert_eq!(request.body, valid.as_bytes());
+        assert_eq!(request.header("idempotency-key"), Some(id.as_str()));
+        assert!(request.header("authorization").is_none());
+    }
 
     // With the queue empty, the next invoice goes straight through, and the
     // deferred one was not sent again.
@@ -791,8 +805,8 @@ async fn sefe_contingency_defers_valid_invoices_until_the_upstream_returns() {
     let resp = post_raw(&gw, "/sefe/v1/facturas", token, &next).await;
     assert_eq!(resp.status(), 200);
     let seen = sefe.seen();
-    assert_eq!(seen.len(), 2, "{seen:?}");
-    assert_eq!(seen[1].body, next.as_bytes());
+    assert_eq!(seen.len(), kept.len() + 1, "{seen:?}");
+    assert_eq!(seen[kept.len()].body, next.as_bytes());
     assert_eq!(stand.total_seen(), 0, "no other stand-in was reached");
 }
 
