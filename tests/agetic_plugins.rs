@@ -278,3 +278,42 @@ async fn fifty_concurrent_repeats_of_one_payment_create_one_payment() {
     let resp = post_json(&gw, "/ppe/v1/transaccion/deuda", &token, &changed).await;
     assert_eq!(resp.status(), 409);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_payment_survives_a_crash_and_its_repeat_creates_no_second_one() {
+    let mut gw = embedded().await;
+    let token = issue_token(&gw, "pruebas");
+    let request = debt("CRASH-1", "QR", json!("99.90"));
+    let first = post_json(&gw, "/ppe/v1/transaccion/deuda", &token, &request).await;
+    assert!(first.status().is_success(), "{}", first.status());
+    let first: Value = first.json().await.unwrap();
+    let id = first["datos"]["codigoTransaccion"]
+        .as_str()
+        .unwrap()
+        .to_string();
+
+    // SIGKILL right after the answer: the claim was committed before it.
+    gw.kill();
+    gw.spawn().await;
+
+    let repeat = post_json(&gw, "/ppe/v1/transaccion/deuda", &token, &request).await;
+    assert!(repeat.status().is_success(), "{}", repeat.status());
+    assert_eq!(
+        repeat
+            .headers()
+            .get("idempotent-replayed")
+            .and_then(|v| v.to_str().ok()),
+        Some("true")
+    );
+    let repeat: Value = repeat.json().await.unwrap();
+    assert_eq!(
+        repeat["datos"]["codigoTransaccion"],
+        id.as_str(),
+        "{repeat}"
+    );
+    // The payment itself is still there.
+    let state = gw
+        .get(&format!("/ppe/v1/consulta/estado/{id}"), &token)
+        .await;
+    assert_eq!(state.status(), 200);
+}

@@ -31,6 +31,7 @@ fn misbehave(mode: &str, isolation: Isolation, limits: Limits) -> PluginSpec {
         isolation,
         failure: FailureMode::FailClosed,
         limits,
+        durable_kv: false,
     }
 }
 
@@ -148,6 +149,7 @@ fn capabilities_beyond_the_grant_are_refused_at_load() {
         isolation: Isolation::Pooled,
         failure: FailureMode::FailClosed,
         limits: Limits::default(),
+        durable_kv: false,
     };
     let err = engine.load(spec.clone()).unwrap_err();
     assert!(
@@ -221,6 +223,7 @@ fn bad_configurations_are_refused_at_load() {
         isolation: Isolation::Request,
         failure: FailureMode::FailClosed,
         limits: Limits::default(),
+        durable_kv: false,
     };
     let err = engine.load(spec).unwrap_err();
     assert!(err.to_string().contains("allow"), "{err}");

@@ -21,6 +21,7 @@ fn spec(component: &Path, isolation: Isolation) -> PluginSpec {
         isolation,
         failure: FailureMode::FailClosed,
         limits: Limits::default(),
+        durable_kv: false,
     }
 }
 

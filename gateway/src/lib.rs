@@ -11,6 +11,7 @@ pub mod auth;
 pub mod config;
 pub mod deferred;
 pub mod demo;
+pub mod durable_kv;
 pub mod ledger;
 pub mod metrics;
 pub mod path;

@@ -113,6 +113,10 @@ pub struct PluginBinding {
     #[serde(default)]
     pub limits: PluginLimits,
     /// Services (`entidad/v{n}`) it runs for; empty means every service.
+    /// Whether the plugin's key-value state is durable: written through to
+    /// the store before each call returns, and loaded back at load.
+    #[serde(default)]
+    pub durable_state: bool,
     #[serde(default)]
     pub services: Vec<String>,
 }

@@ -130,7 +130,15 @@ impl Gateway {
         let deferred = Arc::new(Deferrals::load(&store).await?);
         let platform = Platform::start(store.clone());
         let engine = OnceLock::new();
-        let plugins = load_plugins(&engine, &plugin_cache, &policy, &ledger, &platform)?;
+        let plugins = load_plugins(
+            &engine,
+            &plugin_cache,
+            &policy,
+            &ledger,
+            &platform,
+            &store,
+            &Handle::current(),
+        )?;
         let policy_rate_limit = policy.rate_limit.clone();
         let health = HealthRegistry::default();
         let snapshot = store.load_snapshot().await?;
@@ -173,6 +181,8 @@ impl Gateway {
             &policy,
             &self.ledger,
             &self.platform,
+            &self.store,
+            &self.control,
         )?;
         self.plugins.store(Arc::new(plugins));
         self.rate_limits
@@ -282,6 +292,8 @@ fn load_plugins(
     policy: &Policy,
     ledger: &Arc<Ledger>,
     platform: &Arc<Platform>,
+    store: &Store,
+    control: &Handle,
 ) -> anyhow::Result<PluginSet> {
     if policy.plugins.is_empty() {
         return Ok(PluginSet::default());
@@ -291,7 +303,11 @@ fn load_plugins(
         None => {
             let sink: Arc<dyn crate::plugin::EvidenceSink> = ledger.clone();
             let reports: Arc<dyn crate::plugin::PlatformSink> = platform.clone();
-            let created = PluginEngine::with_platform(cache, Some(sink), Some(reports))?;
+            let durable: Arc<dyn crate::plugin::KvBackend> = Arc::new(
+                crate::durable_kv::StoreKv::new(store.clone(), control.clone()),
+            );
+            let created =
+                PluginEngine::with_platform(cache, Some(sink), Some(reports), Some(durable))?;
             engine.get_or_init(|| created).clone()
         }
     };

@@ -28,6 +28,7 @@ impl PluginSet {
                 isolation: binding.isolation,
                 failure: binding.failure,
                 limits: binding.limits.clone(),
+                durable_kv: binding.durable_state,
             };
             bound.push((engine.load(spec)?, binding.clone()));
         }

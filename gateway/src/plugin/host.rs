@@ -4,7 +4,7 @@
 use super::chasqui::plugin::{
     clock, context, crypto, incident, kv, ledger, log, metering, metrics,
 };
-use super::{CallContext, Capability, IncidentReport, PlatformSink};
+use super::{CallContext, Capability, IncidentReport, KvBackend, PlatformSink};
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use base64::Engine as _;
 use sha2::{Digest, Sha256};
@@ -30,6 +30,8 @@ pub struct PluginShared {
     name: String,
     evidence: Option<Arc<dyn super::EvidenceSink>>,
     platform: Option<Arc<dyn PlatformSink>>,
+    /// Where the kv namespace is written through, when policy makes it durable.
+    durable: Option<Arc<dyn KvBackend>>,
     kv: Mutex<HashMap<String, KvEntry>>,
     /// Series -> (value, whether it counts a histogram's observations).
     metrics: Mutex<BTreeMap<String, (f64, bool)>>,
@@ -55,9 +57,47 @@ impl PluginShared {
             name: name.to_string(),
             evidence,
             platform,
+            durable: None,
             kv: Mutex::default(),
             metrics: Mutex::default(),
         }
+    }
+
+    /// Makes the kv namespace durable: loads what `backend` holds for this
+    /// plugin, then writes every change through to it.
+    pub fn make_durable(&mut self, backend: Arc<dyn KvBackend>) -> Result<(), String> {
+        let now = Instant::now();
+        let now_ms = unix_ms();
+        let mut map = self.kv.lock().unwrap_or_else(|p| p.into_inner());
+        for (key, value, expires_at_ms) in backend.load(&self.name)? {
+            let expiry = match expires_at_ms {
+                Some(at) if at <= now_ms => continue,
+                Some(at) => Some(now + std::time::Duration::from_millis((at - now_ms) as u64)),
+                None => None,
+            };
+            map.insert(key, (value, expiry));
+        }
+        drop(map);
+        self.durable = Some(backend);
+        Ok(())
+    }
+
+    /// Writes one change through when the namespace is durable.
+    fn persist(&self, key: &str, entry: Option<&KvEntry>) -> Result<(), kv::Error> {
+        let Some(backend) = &self.durable else {
+            return Ok(());
+        };
+        let expires_at_ms = entry.and_then(|(_, expiry)| {
+            expiry.map(|at| {
+                unix_ms() + at.saturating_duration_since(Instant::now()).as_millis() as i64
+            })
+        });
+        backend
+            .put(&self.name, key, entry.map(|(v, _)| v.as_slice()), expires_at_ms)
+            .map_err(|e| {
+                tracing::error!(plugin = %self.name, error = %e, "durable plugin state could not be written");
+                kv::Error::Unavailable("durable state could not be written".into())
+            })
     }
 
     /// Current value of a metric series, as `name{k="v",...}` without the
@@ -193,16 +233,20 @@ impl kv::Host for HostState {
                 return Err(kv::Error::QuotaExceeded);
             }
         }
-        map.insert(key, (value, expiry));
+        let entry = (value, expiry);
+        // Under the lock, so that writes reach the store in the order they
+        // took effect.
+        self.shared.persist(&key, Some(&entry))?;
+        map.insert(key, entry);
         Ok(())
     }
 
     fn delete(&mut self, key: String) -> Result<(), kv::Error> {
-        self.shared
-            .kv
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .remove(&key);
+        let mut map = self.shared.kv.lock().unwrap_or_else(|p| p.into_inner());
+        if map.contains_key(&key) {
+            self.shared.persist(&key, None)?;
+            map.remove(&key);
+        }
         Ok(())
     }
 
@@ -226,7 +270,10 @@ impl kv::Host for HostState {
         }
         make_room(&mut map, &key, now)?;
         let expiry = ttl_ms.map(|ms| now + std::time::Duration::from_millis(ms));
-        map.insert(key, (value, expiry));
+        let entry = (value, expiry);
+        // The claim is stored before anyone is told it succeeded.
+        self.shared.persist(&key, Some(&entry))?;
+        map.insert(key, entry);
         Ok(None)
     }
 
@@ -261,7 +308,9 @@ impl kv::Host for HostState {
             }
         };
         let next = current.saturating_add(delta);
-        map.insert(key, (next.to_le_bytes().to_vec(), expiry));
+        let entry = (next.to_le_bytes().to_vec(), expiry);
+        self.shared.persist(&key, Some(&entry))?;
+        map.insert(key, entry);
         Ok(next)
     }
 }
@@ -553,4 +602,11 @@ impl metering::Host for HostState {
             }
         }
     }
+}
+
+/// Wall-clock time in Unix milliseconds.
+fn unix_ms() -> i64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map_or(0, |d| d.as_millis() as i64)
 }

@@ -189,6 +189,25 @@ pub struct PluginSpec {
     pub failure: FailureMode,
     /// Limits.
     pub limits: Limits,
+    /// Whether its key-value state is written through to durable storage
+    /// (and loaded back when the plugin is loaded).
+    pub durable_kv: bool,
+}
+
+/// Durable storage for plugins' key-value state. Calls block the calling
+/// thread until the write is committed: a plugin that relies on a claim
+/// (PPE's single payment) must not see it acknowledged before it is stored.
+pub trait KvBackend: Send + Sync {
+    /// The live entries of `plugin`: key, value, expiry in Unix ms.
+    fn load(&self, plugin: &str) -> Result<Vec<(String, Vec<u8>, Option<i64>)>, String>;
+    /// Stores (`Some`) or removes (`None`) one entry; returns once committed.
+    fn put(
+        &self,
+        plugin: &str,
+        key: &str,
+        value: Option<&[u8]>,
+        expires_at_ms: Option<i64>,
+    ) -> Result<(), String>;
 }
 
 /// Why a plugin could not be loaded or a call failed.
@@ -318,6 +337,7 @@ pub struct PluginEngine {
     cache_dir: PathBuf,
     evidence: Option<Arc<dyn EvidenceSink>>,
     platform: Option<Arc<dyn PlatformSink>>,
+    kv_backend: Option<Arc<dyn KvBackend>>,
 }
 
 impl PluginEngine {
@@ -329,7 +349,7 @@ impl PluginEngine {
         cache_dir: &Path,
         evidence: Option<Arc<dyn EvidenceSink>>,
     ) -> anyhow::Result<Arc<PluginEngine>> {
-        Self::with_platform(cache_dir, evidence, None)
+        Self::with_platform(cache_dir, evidence, None, None)
     }
 
     /// Like [`PluginEngine::new`], with the sink of the `incident` and
@@ -339,6 +359,7 @@ impl PluginEngine {
         cache_dir: &Path,
         evidence: Option<Arc<dyn EvidenceSink>>,
         platform: Option<Arc<dyn PlatformSink>>,
+        kv_backend: Option<Arc<dyn KvBackend>>,
     ) -> anyhow::Result<Arc<PluginEngine>> {
         let mut pool = PoolingAllocationConfig::default();
         pool.total_component_instances(1_000)
@@ -371,6 +392,7 @@ impl PluginEngine {
             cache_dir: cache_dir.to_path_buf(),
             evidence,
             platform,
+            kv_backend,
         }))
     }
 
@@ -432,11 +454,19 @@ impl PluginEngine {
             .map_err(|e| invalid(format!("{e:#}")))?;
         let pre = PluginPre::new(pre).map_err(|e| invalid(format!("{e:#}")))?;
 
-        let shared = Arc::new(PluginShared::new(
-            &spec.name,
-            self.evidence.clone(),
-            self.platform.clone(),
-        ));
+        let mut shared =
+            PluginShared::new(&spec.name, self.evidence.clone(), self.platform.clone());
+        if spec.durable_kv {
+            let Some(backend) = self.kv_backend.clone() else {
+                return Err(invalid(
+                    "durable state was asked for, but this gateway has no durable store".into(),
+                ));
+            };
+            shared
+                .make_durable(backend)
+                .map_err(|e| invalid(format!("loading its durable state: {e}")))?;
+        }
+        let shared = Arc::new(shared);
         let loaded = LoadedPlugin {
             engine: self.clone(),
             pre,
