@@ -5,7 +5,7 @@
 //! the calling thread waits for the commit (bounded), which is the point:
 //! a durable write is acknowledged to the plugin only once it is stored.
 
-use crate::plugin::KvBackend;
+use crate::plugin::{KvBackend, KvEntryRecord};
 use chasqui_catalog::Store;
 use std::sync::mpsc;
 use std::time::Duration;
@@ -48,7 +48,7 @@ fn now_ms() -> i64 {
 }
 
 impl KvBackend for StoreKv {
-    fn load(&self, plugin: &str) -> Result<Vec<(String, Vec<u8>, Option<i64>)>, String> {
+    fn load(&self, plugin: &str) -> Result<Vec<KvEntryRecord>, String> {
         let (store, plugin) = (self.store.clone(), plugin.to_string());
         self.run(async move {
             let now = now_ms();

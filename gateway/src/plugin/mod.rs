@@ -194,12 +194,15 @@ pub struct PluginSpec {
     pub durable_kv: bool,
 }
 
+/// One durable kv entry: key, value, expiry in Unix ms.
+pub type KvEntryRecord = (String, Vec<u8>, Option<i64>);
+
 /// Durable storage for plugins' key-value state. Calls block the calling
 /// thread until the write is committed: a plugin that relies on a claim
 /// (PPE's single payment) must not see it acknowledged before it is stored.
 pub trait KvBackend: Send + Sync {
     /// The live entries of `plugin`: key, value, expiry in Unix ms.
-    fn load(&self, plugin: &str) -> Result<Vec<(String, Vec<u8>, Option<i64>)>, String>;
+    fn load(&self, plugin: &str) -> Result<Vec<KvEntryRecord>, String>;
     /// Stores (`Some`) or removes (`None`) one entry; returns once committed.
     fn put(
         &self,
