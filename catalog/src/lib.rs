@@ -14,6 +14,7 @@ pub mod domain;
 pub mod import;
 pub mod incidents;
 pub mod model;
+pub mod oprecords;
 pub mod plugin_kv;
 pub mod principals;
 pub mod procedures;

@@ -55,6 +55,9 @@ pub struct ServeArgs {
     /// HTTPS listen address of the admin API (same certificate as the data plane). Default `127.0.0.1:9443`.
     #[arg(long, env = "CHASQUI_ADMIN_LISTEN")]
     pub admin_listen: Option<String>,
+    /// Days operational records are kept before they are deleted. Default 30.
+    #[arg(long, env = "CHASQUI_RECORD_RETENTION_DAYS")]
+    pub record_retention_days: Option<u32>,
 }
 
 /// The configuration file; every key optional.
@@ -75,6 +78,7 @@ pub struct FileConfig {
     drain_timeout_secs: Option<u64>,
     catalog_poll_ms: Option<u64>,
     admin_listen: Option<String>,
+    record_retention_days: Option<u32>,
 }
 
 /// The resolved configuration.
@@ -106,6 +110,8 @@ pub struct Config {
     pub catalog_poll: Duration,
     /// HTTPS listen address of the admin API.
     pub admin_listen: String,
+    /// Days operational records are kept.
+    pub record_retention_days: u32,
 }
 
 impl Config {
@@ -172,6 +178,11 @@ impl Config {
                 .admin_listen
                 .or(file.admin_listen)
                 .unwrap_or_else(|| "127.0.0.1:9443".into()),
+            record_retention_days: args
+                .record_retention_days
+                .or(file.record_retention_days)
+                .unwrap_or(30)
+                .max(1),
         })
     }
 
@@ -210,6 +221,32 @@ mod tests {
         })
         .unwrap();
         assert_eq!(cfg.threads, 1);
+    }
+
+    #[test]
+    fn record_retention_defaults_to_30_days_and_comes_from_the_file_or_a_flag() {
+        assert_eq!(
+            Config::resolve(ServeArgs::default())
+                .unwrap()
+                .record_retention_days,
+            30
+        );
+        let dir = tempfile::tempdir().unwrap();
+        let file = dir.path().join("c.toml");
+        std::fs::write(&file, "record_retention_days = 7\n").unwrap();
+        let cfg = Config::resolve(ServeArgs {
+            config: Some(file.clone()),
+            ..Default::default()
+        })
+        .unwrap();
+        assert_eq!(cfg.record_retention_days, 7);
+        let cfg = Config::resolve(ServeArgs {
+            config: Some(file),
+            record_retention_days: Some(90),
+            ..Default::default()
+        })
+        .unwrap();
+        assert_eq!(cfg.record_retention_days, 90);
     }
 
     #[test]

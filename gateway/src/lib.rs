@@ -14,6 +14,7 @@ pub mod demo;
 pub mod durable_kv;
 pub mod ledger;
 pub mod metrics;
+pub mod oprecords;
 pub mod path;
 pub mod platform;
 pub mod plugin;

@@ -16,6 +16,7 @@ use crate::state::{Gateway, InflightGuard};
 use crate::upstream::UpstreamPool;
 use async_trait::async_trait;
 use bytes::Bytes;
+use chasqui_catalog::oprecords::OperationalRecord;
 use chasqui_catalog::{Environment, TokenRecord};
 use pingora_core::upstreams::peer::HttpPeer;
 use pingora_error::{Error, ErrorSource, ErrorType, Result};
@@ -97,6 +98,14 @@ pub struct RequestCtx {
     /// Whether a connection to an upstream was made (a request that never
     /// reached one can be deferred without risk of a duplicate).
     upstream_connected: bool,
+    /// Wall-clock receipt time (Unix microseconds), for the operational record.
+    received_at_us: i64,
+    /// When the request was (last) sent upstream, if it was.
+    sent_upstream_at_us: Option<i64>,
+    /// When an upstream answered, if one did.
+    upstream_answered_at_us: Option<i64>,
+    /// The service as requested (`entidad/v{n}`) and the route template.
+    record_route: Option<(String, String)>,
     _inflight: InflightGuard,
 }
 
@@ -416,6 +425,10 @@ impl ProxyHttp for ChasquiProxy {
             deferrable: false,
             answered_by_plugin: None,
             upstream_connected: false,
+            received_at_us: crate::oprecords::now_us(),
+            sent_upstream_at_us: None,
+            upstream_answered_at_us: None,
+            record_route: None,
             _inflight: self.gw.lifecycle.enter(),
         }
     }
@@ -469,6 +482,10 @@ impl ProxyHttp for ChasquiProxy {
             }
         };
         let query = req.uri.query().map(str::to_owned);
+        ctx.record_route = Some((
+            format!("{}/v{}", route.entity, route.version),
+            crate::oprecords::route_template(&route.rest),
+        ));
 
         let table = self.gw.routes.load();
         let Some(service) = table.service(&route.entity, route.version).cloned() else {
@@ -819,6 +836,7 @@ impl ProxyHttp for ChasquiProxy {
         upstream.insert_header("x-chasqui-environment", routed.env.as_str())?;
         upstream.insert_header("x-chasqui-service", routed.service.route_name.as_str())?;
         upstream.insert_header("x-request-id", ctx.request_id.as_str())?;
+        ctx.sent_upstream_at_us = Some(crate::oprecords::now_us());
         Ok(())
     }
 
@@ -828,6 +846,9 @@ impl ProxyHttp for ChasquiProxy {
         response: &mut ResponseHeader,
         ctx: &mut RequestCtx,
     ) -> Result<()> {
+        if ctx.sent_upstream_at_us.is_some() {
+            ctx.upstream_answered_at_us = Some(crate::oprecords::now_us());
+        }
         if let Some(run) = ctx.plugins.as_mut() {
             if run.handles(Phase::ResponseHeaders) {
                 if let Outcome::Fail(problem, detail) = run.response_headers(response) {
@@ -1041,6 +1062,15 @@ impl ProxyHttp for ChasquiProxy {
             ctx.body_bytes,
             session.body_bytes_sent() as u64,
         );
+        // Health probes are not calls: they would drown the record.
+        if !session
+            .req_header()
+            .uri
+            .path()
+            .starts_with("/_chasqui/health/")
+        {
+            self.gw.records.record(operational_record(session, ctx));
+        }
         if !self.gw.access_log {
             return;
         }
@@ -1060,6 +1090,38 @@ impl ProxyHttp for ChasquiProxy {
             duration_us = ctx.started.elapsed().as_micros() as u64,
             error = e.map(|e| e.etype().as_str()).unwrap_or("-"),
         );
+    }
+}
+
+/// The operational record of a finished request.
+fn operational_record(session: &Session, ctx: &RequestCtx) -> OperationalRecord {
+    let routed = ctx.routed.as_ref();
+    let (service, route) = ctx.record_route.clone().unwrap_or_default();
+    OperationalRecord {
+        request_id: ctx.request_id.clone(),
+        trace_id: trace_id(session.req_header()),
+        consumer_entity: routed.map_or_else(String::new, |r| r.consumer.entity_code.clone()),
+        consumer_system: routed.map_or_else(String::new, |r| r.consumer.consumer_code.clone()),
+        service: routed.map_or(service, |r| r.service.route_name.clone()),
+        route,
+        environment: routed.map_or_else(String::new, |r| r.env.as_str().to_string()),
+        method: session.req_header().method.as_str().to_string(),
+        status: session.response_written().map_or(0, |r| r.status.as_u16()),
+        request_bytes: ctx.body_bytes,
+        response_bytes: session.body_bytes_sent() as u64,
+        received_at_us: ctx.received_at_us,
+        sent_upstream_at_us: ctx.sent_upstream_at_us,
+        upstream_answered_at_us: ctx.upstream_answered_at_us,
+        answered_at_us: crate::oprecords::now_us().max(ctx.received_at_us),
+        plugin_outcome: ctx
+            .answered_by_plugin
+            .map(|s| s.to_string())
+            .unwrap_or_default(),
+        error_type: ctx
+            .problem
+            .as_ref()
+            .map(|(p, _)| p.parts().1.to_string())
+            .unwrap_or_default(),
     }
 }
 

@@ -73,6 +73,11 @@ pub fn serve(config: Config) -> anyhow::Result<()> {
         .await
     })?;
     gw.spawn_control_tasks(config.catalog_poll);
+    crate::oprecords::Recorder::spawn_retention(
+        control.handle(),
+        gw.store.clone(),
+        config.record_retention_days,
+    );
     // The admin API runs on the control runtime, beside the store's pool.
     control.block_on(crate::admin::start(
         &config.admin_listen,
@@ -228,6 +233,7 @@ fn spawn_drain_watch(gw: Arc<Gateway>, deadline: Duration, control: tokio::runti
                 if let Err(e) = gw.platform.flush_fees().await {
                     tracing::warn!(error = %e, "final fee flush failed");
                 }
+                gw.records.flush().await;
                 gw.store.close().await;
             });
             std::process::exit(0);

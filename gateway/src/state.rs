@@ -58,6 +58,8 @@ pub struct Gateway {
     pub platform: Arc<Platform>,
     /// Request metrics, exposed by the admin API's `GET /metrics`.
     pub metrics: crate::metrics::Metrics,
+    /// The operational record of every request.
+    pub records: Arc<crate::oprecords::Recorder>,
 }
 
 /// Readiness and draining.
@@ -129,6 +131,7 @@ impl Gateway {
         ledger.spawn_flusher();
         let deferred = Arc::new(Deferrals::load(&store).await?);
         let platform = Platform::start(store.clone());
+        let records = crate::oprecords::Recorder::start(store.clone());
         let engine = OnceLock::new();
         let plugins = load_plugins(
             &engine,
@@ -163,6 +166,7 @@ impl Gateway {
             deferred,
             platform,
             metrics: crate::metrics::Metrics::new(),
+            records,
         };
         Ok(Arc::new(gateway))
     }

@@ -2,8 +2,8 @@
 //! annotations and served at `/openapi.json`.
 
 use super::handlers::{
-    audit, discovery, documents, entities, grants, incidents, metrics, principals, requests,
-    services, tokens,
+    audit, discovery, documents, entities, grants, incidents, metrics, principals, records,
+    requests, services, tokens,
 };
 use axum::Json;
 use utoipa::openapi::security::{HttpAuthScheme, HttpBuilder, SecurityScheme};
@@ -28,6 +28,7 @@ use utoipa::{Modify, OpenApi};
         tokens::list, tokens::issue, tokens::rotate, tokens::revoke,
         discovery::services, discovery::service, discovery::openapi, discovery::callable,
         incidents::list,
+        records::list,
         audit::list,
         metrics::scrape,
     ),

@@ -4,8 +4,8 @@
 
 use super::error::{finish, method_not_allowed, not_found};
 use super::handlers::{
-    audit, discovery, documents, entities, grants, incidents, metrics, principals, requests,
-    services, tokens,
+    audit, discovery, documents, entities, grants, incidents, metrics, principals, records,
+    requests, services, tokens,
 };
 use super::{openapi, AppState};
 use axum::http::Method;
@@ -65,6 +65,7 @@ pub fn table() -> Vec<Route> {
         route!(GET "/catalog/services/{id}/openapi" => discovery::openapi),
         route!(GET "/catalog/callable" => discovery::callable),
         route!(GET "/incidents" => incidents::list),
+        route!(GET "/records" => records::list),
         route!(GET "/audit" => audit::list),
         route!(GET "/metrics" => metrics::scrape),
     ]

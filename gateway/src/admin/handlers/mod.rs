@@ -9,6 +9,7 @@ pub mod grants;
 pub mod incidents;
 pub mod metrics;
 pub mod principals;
+pub mod records;
 pub mod requests;
 pub mod services;
 pub mod tokens;

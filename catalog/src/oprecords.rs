@@ -1,0 +1,237 @@
+//! The operational record of every request: one row per request the data
+//! plane served, written in batches by the gateway off the request path,
+//! listed by operators and deleted after the retention period.
+
+use crate::store::{Result, Store};
+use serde::Serialize;
+use sqlx::Row;
+
+/// One request's operational record.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, utoipa::ToSchema)]
+pub struct OperationalRecord {
+    /// The gateway's request id.
+    pub request_id: String,
+    /// The W3C trace id the client sent, if any.
+    pub trace_id: Option<String>,
+    /// The calling entity (empty when not authenticated).
+    pub consumer_entity: String,
+    /// The calling system (empty when not authenticated).
+    pub consumer_system: String,
+    /// The service as requested (`entidad/v{n}`; empty when none was named).
+    pub service: String,
+    /// The path below the service with identifiers as `{id}`, no query.
+    pub route: String,
+    /// `pruebas` or `produccion` (empty when not authenticated).
+    pub environment: String,
+    /// The HTTP method.
+    pub method: String,
+    /// The status answered (0 when nothing was).
+    pub status: u16,
+    /// Bytes of the request body.
+    pub request_bytes: u64,
+    /// Bytes of the response body sent.
+    pub response_bytes: u64,
+    /// When the request was received (Unix microseconds).
+    pub received_at_us: i64,
+    /// When it was last sent upstream, if it was.
+    pub sent_upstream_at_us: Option<i64>,
+    /// When the upstream answered, if one did.
+    pub upstream_answered_at_us: Option<i64>,
+    /// When the answer was done (Unix microseconds).
+    pub answered_at_us: i64,
+    /// The status a plugin answered with, or empty.
+    pub plugin_outcome: String,
+    /// The problem slug the request ended with, or empty.
+    pub error_type: String,
+}
+
+/// Which records to list.
+#[derive(Debug, Clone, Default)]
+pub struct RecordFilter {
+    /// Only this service (`entidad/v{n}`).
+    pub service: Option<String>,
+    /// Only calls by this consumer entity.
+    pub consumer_entity: Option<String>,
+    /// Only requests received at or after this time (Unix microseconds).
+    pub since_us: Option<i64>,
+    /// At most this many (capped at 1000).
+    pub limit: u32,
+}
+
+const COLUMNS: &str = "request_id, trace_id, consumer_entity, consumer_system, service, route,
+    environment, method, status, request_bytes, response_bytes, received_at_us,
+    sent_upstream_at_us, upstream_answered_at_us, answered_at_us, plugin_outcome, error_type";
+
+fn to_i64(n: u64) -> i64 {
+    i64::try_from(n).unwrap_or(i64::MAX)
+}
+
+fn record_from_row(r: &sqlx::sqlite::SqliteRow) -> Result<OperationalRecord> {
+    let status: i64 = r.try_get("status")?;
+    let request_bytes: i64 = r.try_get("request_bytes")?;
+    let response_bytes: i64 = r.try_get("response_bytes")?;
+    Ok(OperationalRecord {
+        request_id: r.try_get("request_id")?,
+        trace_id: r.try_get("trace_id")?,
+        consumer_entity: r.try_get("consumer_entity")?,
+        consumer_system: r.try_get("consumer_system")?,
+        service: r.try_get("service")?,
+        route: r.try_get("route")?,
+        environment: r.try_get("environment")?,
+        method: r.try_get("method")?,
+        status: u16::try_from(status).unwrap_or(0),
+        request_bytes: u64::try_from(request_bytes).unwrap_or(0),
+        response_bytes: u64::try_from(response_bytes).unwrap_or(0),
+        received_at_us: r.try_get("received_at_us")?,
+        sent_upstream_at_us: r.try_get("sent_upstream_at_us")?,
+        upstream_answered_at_us: r.try_get("upstream_answered_at_us")?,
+        answered_at_us: r.try_get("answered_at_us")?,
+        plugin_outcome: r.try_get("plugin_outcome")?,
+        error_type: r.try_get("error_type")?,
+    })
+}
+
+impl Store {
+    /// Inserts a batch of records in one transaction.
+    pub async fn insert_operational_records(&self, records: &[OperationalRecord]) -> Result<()> {
+        if records.is_empty() {
+            return Ok(());
+        }
+        let sql = format!(
+            "INSERT INTO operational_records ({COLUMNS})
+             VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)"
+        );
+        let mut tx = self.pool().begin().await?;
+        for r in records {
+            sqlx::query(&sql)
+                .bind(&r.request_id)
+                .bind(&r.trace_id)
+                .bind(&r.consumer_entity)
+                .bind(&r.consumer_system)
+                .bind(&r.service)
+                .bind(&r.route)
+                .bind(&r.environment)
+                .bind(&r.method)
+                .bind(i64::from(r.status))
+                .bind(to_i64(r.request_bytes))
+                .bind(to_i64(r.response_bytes))
+                .bind(r.received_at_us)
+                .bind(r.sent_upstream_at_us)
+                .bind(r.upstream_answered_at_us)
+                .bind(r.answered_at_us)
+                .bind(&r.plugin_outcome)
+                .bind(&r.error_type)
+                .execute(&mut *tx)
+                .await?;
+        }
+        tx.commit().await?;
+        Ok(())
+    }
+
+    /// Records matching `filter`, newest first.
+    pub async fn list_operational_records(
+        &self,
+        filter: &RecordFilter,
+    ) -> Result<Vec<OperationalRecord>> {
+        let limit = i64::from(filter.limit.clamp(1, 1000));
+        let sql = format!(
+            "SELECT {COLUMNS} FROM operational_records
+             WHERE (?1 IS NULL OR service = ?1)
+               AND (?2 IS NULL OR consumer_entity = ?2)
+               AND (?3 IS NULL OR received_at_us >= ?3)
+             ORDER BY received_at_us DESC, id DESC LIMIT ?4"
+        );
+        let rows = sqlx::query(&sql)
+            .bind(&filter.service)
+            .bind(&filter.consumer_entity)
+            .bind(filter.since_us)
+            .bind(limit)
+            .fetch_all(self.pool())
+            .await?;
+        rows.iter().map(record_from_row).collect()
+    }
+
+    /// Deletes the records received before `before_us` (Unix microseconds);
+    /// returns how many.
+    pub async fn delete_operational_records_before(&self, before_us: i64) -> Result<u64> {
+        let done = sqlx::query("DELETE FROM operational_records WHERE received_at_us < ?")
+            .bind(before_us)
+            .execute(self.pool())
+            .await?;
+        Ok(done.rows_affected())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn record(id: &str, service: &str, entity: &str, at: i64) -> OperationalRecord {
+        OperationalRecord {
+            request_id: id.into(),
+            trace_id: None,
+            consumer_entity: entity.into(),
+            consumer_system: "sys".into(),
+            service: service.into(),
+            route: "/personas/{id}".into(),
+            environment: "pruebas".into(),
+            method: "GET".into(),
+            status: 200,
+            request_bytes: 0,
+            response_bytes: 12,
+            received_at_us: at,
+            sent_upstream_at_us: Some(at + 1),
+            upstream_answered_at_us: Some(at + 2),
+            answered_at_us: at + 3,
+            plugin_outcome: String::new(),
+            error_type: String::new(),
+        }
+    }
+
+    #[tokio::test]
+    async fn batches_are_listed_filtered_and_expire() {
+        let store = Store::open("sqlite::memory:").await.unwrap();
+        let batch = vec![
+            record("r1", "a/v1", "c", 100),
+            record("r2", "a/v1", "d", 200),
+            record("r3", "b/v1", "c", 300),
+        ];
+        store.insert_operational_records(&batch).await.unwrap();
+        let all = store
+            .list_operational_records(&RecordFilter {
+                limit: 10,
+                ..Default::default()
+            })
+            .await
+            .unwrap();
+        assert_eq!(
+            all.iter()
+                .map(|r| r.request_id.as_str())
+                .collect::<Vec<_>>(),
+            ["r3", "r2", "r1"]
+        );
+        assert_eq!(all[2], batch[0]);
+        let some = store
+            .list_operational_records(&RecordFilter {
+                service: Some("a/v1".into()),
+                consumer_entity: Some("c".into()),
+                since_us: Some(50),
+                limit: 10,
+            })
+            .await
+            .unwrap();
+        assert_eq!(some, vec![batch[0].clone()]);
+        assert_eq!(
+            store.delete_operational_records_before(250).await.unwrap(),
+            2
+        );
+        let left = store
+            .list_operational_records(&RecordFilter {
+                limit: 10,
+                ..Default::default()
+            })
+            .await
+            .unwrap();
+        assert_eq!(left, vec![batch[2].clone()]);
+    }
+}
