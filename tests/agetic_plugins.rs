@@ -7,7 +7,8 @@ mod support;
 
 use futures_util::future::join_all;
 use serde_json::{json, Value};
-use std::time::{Duration, SystemTime, UNIX_EPOCH};
+use std::time::Duration;
+use support::agetic::{debt, invoice};
 use support::*;
 
 /// Builds the four components and starts the gateway on the embedded default.
@@ -58,79 +59,6 @@ async fn post_json(gw: &Gateway, path: &str, token: &str, body: &Value) -> reqwe
         .send()
         .await
         .expect("post")
-}
-
-fn debt(code: &str, method: &str, amount: Value) -> Value {
-    json!({
-        "codigoOrden": code,
-        "metodoPago": method,
-        "descripcion": "Certificado de antecedentes",
-        "datosPago": {
-            "nombresCliente": "Juana",
-            "apellidosCliente": "Mamani Quispe",
-            "tipoDocumentoCliente": 1,
-            "numeroDocumentoCliente": "4589632",
-            "fechaNacimientoCliente": "1990-05-01",
-            "correo": "juana@example.bo",
-            "montoTotal": amount,
-            "moneda": "BOB"
-        }
-    })
-}
-
-/// A consistent invoice issued a minute ago, Bolivian local time (UTC-4).
-fn invoice(number: u64) -> Value {
-    let now = SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .unwrap()
-        .as_secs() as i64;
-    let local = now - 4 * 3600 - 60;
-    let (days, secs) = (local.div_euclid(86_400), local.rem_euclid(86_400));
-    // Civil date from days since 1970-01-01 (Howard Hinnant's algorithm).
-    let z = days + 719_468;
-    let era = z.div_euclid(146_097);
-    let doe = z - era * 146_097;
-    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
-    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
-    let mp = (5 * doy + 2) / 153;
-    let day = doy - (153 * mp + 2) / 5 + 1;
-    let month = if mp < 10 { mp + 3 } else { mp - 9 };
-    let year = yoe + era * 400 + i64::from(month <= 2);
-    let fecha = format!(
-        "{year:04}-{month:02}-{day:02}T{:02}:{:02}:{:02}.000",
-        secs / 3600,
-        secs % 3600 / 60,
-        secs % 60
-    );
-    json!({
-        "nitEmisor": "1020703023",
-        "razonSocialEmisor": "AGENCIA DE GOBIERNO ELECTRONICO",
-        "numeroFactura": number,
-        "codigoSucursal": 0,
-        "codigoPuntoVenta": 1,
-        "fechaEmision": fecha,
-        "nombreRazonSocial": "Juana Pérez",
-        "codigoTipoDocumentoIdentidad": 1,
-        "numeroDocumento": "4752918",
-        "codigoMoneda": 1,
-        "descuentoAdicional": 5.00,
-        "montoTotal": 104.00,
-        "montoTotalSujetoIva": 104.00,
-        "montoIva": 13.52,
-        "detalle": [
-            {
-                "actividadEconomica": "620100", "codigoProductoSin": "83141",
-                "codigoProducto": "SRV-001", "descripcion": "Soporte técnico",
-                "cantidad": 2, "unidadMedida": 58, "precioUnitario": 45.50, "subTotal": 91.00
-            },
-            {
-                "actividadEconomica": "620100", "codigoProductoSin": "83141",
-                "codigoProducto": "SRV-002", "descripcion": "Capacitación",
-                "cantidad": 1.5, "unidadMedida": 58, "precioUnitario": 12.33,
-                "montoDescuento": 0.50, "subTotal": 18.00
-            }
-        ]
-    })
 }
 
 fn is_cpt(code: &str) -> bool {

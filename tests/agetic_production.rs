@@ -20,6 +20,7 @@ use ring::signature::{
 use serde_json::{json, Value};
 use std::collections::HashMap;
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+use support::agetic::invoice;
 use support::*;
 
 /// The services of the catalog: (entity, service code, version, category).
@@ -261,23 +262,11 @@ async fn json_of(resp: reqwest::Response) -> (u16, Value) {
     (status, body)
 }
 
+/// A PPE debt as production clients send it (with their bank account).
 fn debt(code: &str, method: &str, amount: Value) -> Value {
-    json!({
-        "codigoOrden": code,
-        "metodoPago": method,
-        "descripcion": "Certificado de antecedentes",
-        "datosPago": {
-            "nombresCliente": "Juana",
-            "apellidosCliente": "Mamani Quispe",
-            "tipoDocumentoCliente": 1,
-            "numeroDocumentoCliente": "4589632",
-            "fechaNacimientoCliente": "1990-05-01",
-            "correo": "juana@example.bo",
-            "montoTotal": amount,
-            "moneda": "BOB"
-        },
-        "cuentaBancaria": "10000004678"
-    })
+    let mut debt = support::agetic::debt(code, method, amount);
+    debt["cuentaBancaria"] = json!("10000004678");
+    debt
 }
 
 fn now_secs() -> i64 {
@@ -285,57 +274,6 @@ fn now_secs() -> i64 {
         .duration_since(UNIX_EPOCH)
         .unwrap()
         .as_secs() as i64
-}
-
-/// A consistent invoice issued a minute ago, Bolivian local time (UTC-4).
-fn invoice(number: u64) -> Value {
-    let local = now_secs() - 4 * 3600 - 60;
-    let (days, secs) = (local.div_euclid(86_400), local.rem_euclid(86_400));
-    // Civil date from days since 1970-01-01 (Howard Hinnant's algorithm).
-    let z = days + 719_468;
-    let era = z.div_euclid(146_097);
-    let doe = z - era * 146_097;
-    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
-    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
-    let mp = (5 * doy + 2) / 153;
-    let day = doy - (153 * mp + 2) / 5 + 1;
-    let month = if mp < 10 { mp + 3 } else { mp - 9 };
-    let year = yoe + era * 400 + i64::from(month <= 2);
-    let fecha = format!(
-        "{year:04}-{month:02}-{day:02}T{:02}:{:02}:{:02}.000",
-        secs / 3600,
-        secs % 3600 / 60,
-        secs % 60
-    );
-    json!({
-        "nitEmisor": "1020703023",
-        "razonSocialEmisor": "AGENCIA DE GOBIERNO ELECTRONICO",
-        "numeroFactura": number,
-        "codigoSucursal": 0,
-        "codigoPuntoVenta": 1,
-        "fechaEmision": fecha,
-        "nombreRazonSocial": "Juana Pérez",
-        "codigoTipoDocumentoIdentidad": 1,
-        "numeroDocumento": "4752918",
-        "codigoMoneda": 1,
-        "descuentoAdicional": 5.00,
-        "montoTotal": 104.00,
-        "montoTotalSujetoIva": 104.00,
-        "montoIva": 13.52,
-        "detalle": [
-            {
-                "actividadEconomica": "620100", "codigoProductoSin": "83141",
-                "codigoProducto": "SRV-001", "descripcion": "Soporte técnico",
-                "cantidad": 2, "unidadMedida": 58, "precioUnitario": 45.50, "subTotal": 91.00
-            },
-            {
-                "actividadEconomica": "620100", "codigoProductoSin": "83141",
-                "codigoProducto": "SRV-002", "descripcion": "Capacitación",
-                "cantidad": 1.5, "unidadMedida": 58, "precioUnitario": 12.33,
-                "montoDescuento": 0.50, "subTotal": 18.00
-            }
-        ]
-    })
 }
 
 /// Invoice `number` with line 0's subtotal off by one boliviano.

@@ -2,6 +2,8 @@
 //! upstream servers (hyper, raw TCP, TLS) and real HTTPS clients.
 #![allow(dead_code)]
 
+pub mod agetic;
+
 use bytes::Bytes;
 use http_body_util::{BodyExt, Full};
 use hyper::service::service_fn;
