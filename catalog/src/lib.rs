@@ -16,6 +16,7 @@ pub mod incidents;
 pub mod model;
 pub mod oprecords;
 pub mod plugin_kv;
+pub mod policy_versions;
 pub mod principals;
 pub mod procedures;
 pub mod store;

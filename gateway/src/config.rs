@@ -58,6 +58,9 @@ pub struct ServeArgs {
     /// Days operational records are kept before they are deleted. Default 30.
     #[arg(long, env = "CHASQUI_RECORD_RETENTION_DAYS")]
     pub record_retention_days: Option<u32>,
+    /// Apply the policy file when it changes (true/false). Default true.
+    #[arg(long, env = "CHASQUI_WATCH_POLICY")]
+    pub watch_policy: Option<bool>,
 }
 
 /// The configuration file; every key optional.
@@ -79,6 +82,7 @@ pub struct FileConfig {
     catalog_poll_ms: Option<u64>,
     admin_listen: Option<String>,
     record_retention_days: Option<u32>,
+    watch_policy: Option<bool>,
 }
 
 /// The resolved configuration.
@@ -112,6 +116,8 @@ pub struct Config {
     pub admin_listen: String,
     /// Days operational records are kept.
     pub record_retention_days: u32,
+    /// Whether a change of the policy file is applied without SIGHUP.
+    pub watch_policy: bool,
 }
 
 impl Config {
@@ -183,6 +189,7 @@ impl Config {
                 .or(file.record_retention_days)
                 .unwrap_or(30)
                 .max(1),
+            watch_policy: args.watch_policy.or(file.watch_policy).unwrap_or(true),
         })
     }
 

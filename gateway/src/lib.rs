@@ -19,6 +19,7 @@ pub mod path;
 pub mod platform;
 pub mod plugin;
 pub mod policy;
+pub mod policy_versions;
 pub mod problem;
 pub mod proxy;
 pub mod ratelimit;

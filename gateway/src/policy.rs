@@ -331,6 +331,14 @@ impl Policy {
         Ok(policy)
     }
 
+    /// Parses and checks a policy text whose relative component paths are
+    /// relative to `base` (a stored version, a text sent to the admin API).
+    pub fn parse_with_base(text: &str, origin: &str, base: &Path) -> Result<Policy, PolicyError> {
+        let mut policy = Self::parse(text, origin)?;
+        policy.resolve_components(base);
+        Ok(policy)
+    }
+
     /// Makes relative component paths relative to `base`.
     fn resolve_components(&mut self, base: &Path) {
         for binding in &mut self.plugins {

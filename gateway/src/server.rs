@@ -72,6 +72,10 @@ pub fn serve(config: Config) -> anyhow::Result<()> {
         )
         .await
     })?;
+    control.block_on(gw.adopt_startup_policy())?;
+    if config.watch_policy {
+        gw.spawn_policy_watcher()?;
+    }
     gw.spawn_control_tasks(config.catalog_poll);
     crate::oprecords::Recorder::spawn_retention(
         control.handle(),
@@ -171,11 +175,16 @@ impl ShutdownSignalWatch for Signals {
                 _ = term.recv() => { tracing::info!("SIGTERM: draining"); break; }
                 _ = int.recv() => { tracing::info!("SIGINT: draining"); break; }
                 _ = hup.recv() => {
-                    // Loading compiles plugins: keep it off this runtime's thread.
+                    // Applying reads the store and compiles plugins: it runs
+                    // on the control runtime, beside the store's pool.
                     let gw = self.gw.clone();
-                    let outcome = tokio::task::spawn_blocking(move || gw.reload_policy()).await;
+                    let outcome = self
+                        .gw
+                        .control
+                        .spawn(async move { gw.reload_configured_policy().await })
+                        .await;
                     match outcome {
-                        Ok(Ok(())) => tracing::info!("SIGHUP: policy reloaded"),
+                        Ok(Ok(applied)) => tracing::info!(version = applied.version.id, recorded = applied.recorded, "SIGHUP: policy reloaded"),
                         Ok(Err(e)) => tracing::error!(error = %format!("{e:#}"), "SIGHUP: policy refused; the previous one stays in force"),
                         Err(e) => tracing::error!(error = %e, "SIGHUP: reload task failed"),
                     }

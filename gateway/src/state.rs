@@ -60,6 +60,8 @@ pub struct Gateway {
     pub metrics: crate::metrics::Metrics,
     /// The operational record of every request.
     pub records: Arc<crate::oprecords::Recorder>,
+    /// The policy version in force here and the last failure to apply one.
+    pub policy_tracker: crate::policy_versions::PolicyTracker,
 }
 
 /// Readiness and draining.
@@ -167,27 +169,18 @@ impl Gateway {
             platform,
             metrics: crate::metrics::Metrics::new(),
             records,
+            policy_tracker: Default::default(),
         };
         Ok(Arc::new(gateway))
     }
 
-    /// Reloads the policy file and its plugins, then swaps both in at once.
-    /// Requests in flight finish with the policy and plugins they started
-    /// with; on any error nothing changes and the error is returned.
-    pub fn reload_policy(&self) -> anyhow::Result<()> {
-        let policy = match &self.policy_path {
-            Some(path) => Policy::load(path)?,
-            None => Policy::default_policy()?,
-        };
-        let plugins = load_plugins(
-            &self.engine,
-            &self.plugin_cache,
-            &policy,
-            &self.ledger,
-            &self.platform,
-            &self.store,
-            &self.control,
-        )?;
+    /// Loads `policy`'s plugins, then swaps both in at once. Requests in
+    /// flight finish with the policy and plugins they started with; on any
+    /// error nothing changes and the error is returned. Blocking: plugins
+    /// may need compiling. Versions and sources are handled by
+    /// [`crate::policy_versions`].
+    pub fn install_policy(&self, policy: Policy) -> anyhow::Result<()> {
+        let plugins = self.load_policy_plugins(&policy)?;
         self.plugins.store(Arc::new(plugins));
         self.rate_limits
             .store(RateLimits::new(policy.rate_limit.as_ref()).map(Arc::new));
@@ -195,8 +188,26 @@ impl Gateway {
         Ok(())
     }
 
+    /// Loads `policy`'s plugins without installing them: the check a dry
+    /// run makes. Blocking.
+    pub fn check_policy_plugins(&self, policy: &Policy) -> anyhow::Result<()> {
+        self.load_policy_plugins(policy).map(drop)
+    }
+
+    fn load_policy_plugins(&self, policy: &Policy) -> anyhow::Result<PluginSet> {
+        load_plugins(
+            &self.engine,
+            &self.plugin_cache,
+            policy,
+            &self.ledger,
+            &self.platform,
+            &self.store,
+            &self.control,
+        )
+    }
+
     /// Reloads the route table if the catalog changed; returns whether it did.
-    pub async fn refresh(&self) -> anyhow::Result<bool> {
+    pub async fn refresh(self: &Arc<Self>) -> anyhow::Result<bool> {
         let seq = self.store.change_seq().await?;
         if seq == self.routes.load().seq {
             return Ok(false);
@@ -208,6 +219,10 @@ impl Gateway {
         self.routes.store(Arc::new(table));
         self.tokens.invalidate_all();
         tracing::info!(seq = snapshot.seq, "catalog reloaded");
+        // The change may be a new policy version applied through another
+        // node: follow it (after the routes, so that a revocation never
+        // waits for a plugin to compile).
+        self.sync_policy().await;
         Ok(true)
     }
 

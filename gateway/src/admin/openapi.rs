@@ -2,8 +2,8 @@
 //! annotations and served at `/openapi.json`.
 
 use super::handlers::{
-    audit, discovery, documents, entities, grants, incidents, metrics, principals, records,
-    requests, services, tokens,
+    audit, discovery, documents, entities, grants, incidents, metrics, policies, principals,
+    records, requests, services, tokens,
 };
 use axum::Json;
 use utoipa::openapi::security::{HttpAuthScheme, HttpBuilder, SecurityScheme};
@@ -29,6 +29,7 @@ use utoipa::{Modify, OpenApi};
         discovery::services, discovery::service, discovery::openapi, discovery::callable,
         incidents::list,
         records::list,
+        policies::list, policies::current, policies::get, policies::diff, policies::apply, policies::rollback,
         audit::list,
         metrics::scrape,
     ),

@@ -4,8 +4,8 @@
 
 use super::error::{finish, method_not_allowed, not_found};
 use super::handlers::{
-    audit, discovery, documents, entities, grants, incidents, metrics, principals, records,
-    requests, services, tokens,
+    audit, discovery, documents, entities, grants, incidents, metrics, policies, principals,
+    records, requests, services, tokens,
 };
 use super::{openapi, AppState};
 use axum::http::Method;
@@ -66,6 +66,12 @@ pub fn table() -> Vec<Route> {
         route!(GET "/catalog/callable" => discovery::callable),
         route!(GET "/incidents" => incidents::list),
         route!(GET "/records" => records::list),
+        route!(GET "/policies" => policies::list),
+        route!(GET "/policies/current" => policies::current),
+        route!(PUT "/policies/current" => policies::apply),
+        route!(GET "/policies/diff" => policies::diff),
+        route!(GET "/policies/{id}" => policies::get),
+        route!(POST "/policies/{id}/rollback" => policies::rollback),
         route!(GET "/audit" => audit::list),
         route!(GET "/metrics" => metrics::scrape),
     ]

@@ -8,6 +8,7 @@ pub mod entities;
 pub mod grants;
 pub mod incidents;
 pub mod metrics;
+pub mod policies;
 pub mod principals;
 pub mod records;
 pub mod requests;
