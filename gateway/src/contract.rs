@@ -254,12 +254,13 @@ fn check(validator: &jsonschema::Validator, body: &[u8]) -> Result<(), Violation
         pointer: String::new(),
         message: format!("not valid JSON: {e}"),
     })?;
-    match validator.iter_errors(&value).next() {
+    let first = validator.iter_errors(&value).next().map(|e| Violation {
+        pointer: e.instance_path().to_string(),
+        message: e.to_string(),
+    });
+    match first {
         None => Ok(()),
-        Some(e) => Err(Violation {
-            pointer: e.instance_path().to_string(),
-            message: e.to_string(),
-        }),
+        Some(v) => Err(v),
     }
 }
 

@@ -14,7 +14,6 @@ use std::collections::HashMap;
 use std::sync::Arc;
 
 /// What the data plane applies to one service.
-#[derive(Debug)]
 pub struct ServicePolicy {
     /// The effective settings.
     pub settings: Settings,
@@ -28,6 +27,17 @@ pub struct ServicePolicy {
     /// closed with this message (only possible for a service that appeared
     /// after the policy was loaded).
     pub broken: Option<String>,
+}
+
+impl std::fmt::Debug for ServicePolicy {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("ServicePolicy")
+            .field("settings", &self.settings)
+            .field("rate_limited", &self.rate.is_some())
+            .field("contract", &self.contract)
+            .field("broken", &self.broken)
+            .finish()
+    }
 }
 
 /// The policy, its plugins and the resolution for every known service.

@@ -50,11 +50,21 @@ impl ChasquiProxy {
         session: &mut Session,
         ctx: &mut RequestCtx,
     ) -> pingora_error::Result<bool> {
-        let (Some(svc), Some(routed)) = (ctx.svc.clone(), ctx.routed.as_ref()) else {
+        let Some(svc) = ctx.svc.clone() else {
+            return Ok(false);
+        };
+        // Owned copies: reading the body below borrows the whole context.
+        let Some((service_id, env, consumer_id, path)) = ctx.routed.as_ref().map(|r| {
+            (
+                r.service.id,
+                r.env,
+                r.consumer.consumer_id,
+                r.upstream_path.clone(),
+            )
+        }) else {
             return Ok(false);
         };
         let method = session.req_header().method.clone();
-        let path = routed.upstream_path.clone();
         let validation = &svc.settings.validation;
         let contract = svc.contract.clone();
 
@@ -108,10 +118,10 @@ impl ChasquiProxy {
             && !respcache::request_bypasses(req_headers)
             && (cache.allow_personalised || !respcache::personalised_request(req_headers))
         {
-            let consumer = (!cache.shared).then_some(routed.consumer.consumer_id);
+            let consumer = (!cache.shared).then_some(consumer_id);
             let key = respcache::key(
-                routed.service.id,
-                routed.env.as_str(),
+                service_id,
+                env.as_str(),
                 consumer,
                 &path,
                 &cache.vary,
@@ -184,10 +194,12 @@ impl ChasquiProxy {
         let service = routed.service.route_name.clone();
         let attempts = usize::from(up.retries) + 1;
         let timeout = Duration::from_millis(up.read_timeout_ms);
+        let (method_sent, path_sent) = (method.clone(), path.clone());
         let fetched = self
             .gw
             .control
             .spawn(async move {
+                let (method, path) = (method_sent, path_sent);
                 let mut tried = Vec::new();
                 let mut last = (Problem::NoHealthyUpstream, format!("every upstream of {service} is failing its health checks"));
                 while tried.len() < attempts {
