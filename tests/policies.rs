@@ -105,7 +105,9 @@ async fn answer(req: Request<hyper::body::Incoming>, n: usize) -> Response<Full<
             .status(201)
             .body(Full::new(Bytes::from_static(b"")))
             .unwrap(),
-        _ => json(serde_json::json!({"n": n, "path": path, "lang": language, "consumer": consumer})),
+        _ => {
+            json(serde_json::json!({"n": n, "path": path, "lang": language, "consumer": consumer}))
+        }
     }
 }
 
@@ -143,31 +145,43 @@ consumers:
     )
 }
 
-const SCOPED: &str = "
-rate_limit: {requests_per_second: 50, burst: 100}
+/// Scopes over the test policy, with the misbehave plugin bound globally.
+fn scoped() -> String {
+    format!(
+        "{TEST_POLICY}
+rate_limit: {{requests_per_second: 50, burst: 100}}
+plugins:
+  - name: misbehave
+    component: {}
+    config: {{mode: normal}}
+    capabilities: [log, ledger]
 categories:
   salud:
-    limits: {max_request_body_bytes: 2048}
-    rate_limit: {requests_per_second: 1, burst: 2}
+    limits: {{max_request_body_bytes: 2048}}
+    rate_limit: {{requests_per_second: 1, burst: 2}}
 publishers:
+  a:
+    plugins:
+      - {{name: misbehave, enabled: false}}
   b:
-    upstream: {read_timeout_ms: 1500}
-    rate_limit: {burst: 4}
+    upstream: {{read_timeout_ms: 1500}}
+    rate_limit: {{burst: 4}}
 services:
   b/v1:
-    limits: {max_request_body_bytes: 4096}
-    quota: {per_day: 100}
+    limits: {{max_request_body_bytes: 4096}}
+    quota: {{per_day: 100}}
     plugins:
-      - name: extra
-        component: extra.wasm
-        config: {a: 1}
-";
+      - name: misbehave
+        config: {{mode: remember}}
+",
+        component("tests/fixtures/misbehave").display()
+    )
+}
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_most_specific_scope_wins_field_by_field_and_explain_says_where() {
     let up = Scripted::start().await;
-    let policy = format!("{TEST_POLICY}{SCOPED}");
-    let gw = Gateway::start_with_policy(&catalog(&up.url()), &policy).await;
+    let gw = Gateway::start_with_policy(&catalog(&up.url()), &scoped()).await;
     let t = gw.token("test");
 
     // Behaviour: body limits global 1024 < category 2048 < service 4096.
@@ -178,10 +192,37 @@ async fn the_most_specific_scope_wins_field_by_field_and_explain_says_where() {
             .body(vec![b'x'; n])
             .send()
     };
-    assert_eq!(post("/c/v1/x", 1500).await.unwrap().status(), 413, "global limit");
-    assert_eq!(post("/a/v1/x", 1500).await.unwrap().status(), 201, "category raises it");
-    assert_problem(post("/a/v1/x", 3000).await.unwrap(), 413, "payload-too-large").await;
-    assert_eq!(post("/b/v1/x", 3000).await.unwrap().status(), 201, "service raises it more");
+    assert_eq!(
+        post("/c/v1/x", 1500).await.unwrap().status(),
+        413,
+        "global limit"
+    );
+    assert_eq!(
+        post("/a/v1/x", 1500).await.unwrap().status(),
+        201,
+        "category raises it"
+    );
+    assert_problem(
+        post("/a/v1/x", 3000).await.unwrap(),
+        413,
+        "payload-too-large",
+    )
+    .await;
+    let b = post("/b/v1/x", 3000).await.unwrap();
+    assert_eq!(b.status(), 201, "service raises it more");
+    // The plugin runs globally, but publisher a disabled it.
+    assert_eq!(b.headers()["x-plugin-response"], "201");
+    assert_eq!(
+        gw.get("/c/v1/x", t).await.headers()["x-plugin-response"],
+        "200"
+    );
+    assert_eq!(
+        gw.get("/a/v1/y", t)
+            .await
+            .headers()
+            .get("x-plugin-response"),
+        None
+    );
 
     // Explain, with the category read from the store.
     let policy_file = gw.dir.path().join("policy.yaml");
@@ -192,7 +233,11 @@ async fn the_most_specific_scope_wins_field_by_field_and_explain_says_where() {
         "--policy",
         policy_file.to_str().unwrap(),
     ]);
-    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
     let e: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
     assert_eq!(e["category"], "Salud");
     assert_eq!(
@@ -200,31 +245,88 @@ async fn the_most_specific_scope_wins_field_by_field_and_explain_says_where() {
         serde_json::json!(["global", "category:Salud", "publisher:b", "service:b/v1"])
     );
     let s = &e["settings"];
-    assert_eq!(s["limits"]["max_request_body_bytes"], serde_json::json!({"value": 4096, "from": "service:b/v1"}));
-    assert_eq!(s["limits"]["max_request_headers"], serde_json::json!({"value": 60, "from": "global"}));
-    assert_eq!(s["rate_limit"]["requests_per_second"], serde_json::json!({"value": 1, "from": "category:Salud"}));
-    assert_eq!(s["rate_limit"]["burst"], serde_json::json!({"value": 4, "from": "publisher:b"}));
-    assert_eq!(s["upstream"]["read_timeout_ms"], serde_json::json!({"value": 1500, "from": "publisher:b"}));
-    assert_eq!(s["upstream"]["connect_timeout_ms"], serde_json::json!({"value": 1000, "from": "global"}));
+    assert_eq!(
+        s["limits"]["max_request_body_bytes"],
+        serde_json::json!({"value": 4096, "from": "service:b/v1"})
+    );
+    assert_eq!(
+        s["limits"]["max_request_headers"],
+        serde_json::json!({"value": 60, "from": "global"})
+    );
+    assert_eq!(
+        s["rate_limit"]["requests_per_second"],
+        serde_json::json!({"value": 1, "from": "category:Salud"})
+    );
+    assert_eq!(
+        s["rate_limit"]["burst"],
+        serde_json::json!({"value": 4, "from": "publisher:b"})
+    );
+    assert_eq!(
+        s["upstream"]["read_timeout_ms"],
+        serde_json::json!({"value": 1500, "from": "publisher:b"})
+    );
+    assert_eq!(
+        s["upstream"]["connect_timeout_ms"],
+        serde_json::json!({"value": 1000, "from": "global"})
+    );
     assert_eq!(s["upstream"]["write_timeout_ms"]["from"], "default");
-    assert_eq!(s["quota"]["per_day"], serde_json::json!({"value": 100, "from": "service:b/v1"}));
-    assert_eq!(e["plugins"][0]["name"], "extra");
-    assert_eq!(e["plugins"][0]["from"], serde_json::json!(["service:b/v1"]));
+    assert_eq!(
+        s["quota"]["per_day"],
+        serde_json::json!({"value": 100, "from": "service:b/v1"})
+    );
+    assert_eq!(e["plugins"][0]["name"], "misbehave");
+    assert_eq!(
+        e["plugins"][0]["config"],
+        serde_json::json!({"mode": "remember"})
+    );
+    assert_eq!(
+        e["plugins"][0]["from"],
+        serde_json::json!(["global", "service:b/v1"])
+    );
+    let a = gw.cli(&[
+        "policy",
+        "explain",
+        "a/v1",
+        "--policy",
+        policy_file.to_str().unwrap(),
+    ]);
+    let a: serde_json::Value = serde_json::from_slice(&a.stdout).unwrap();
+    assert_eq!(a["plugins"], serde_json::json!([]));
+    assert_eq!(
+        a["disabled_plugins"],
+        serde_json::json!([{"name": "misbehave", "by": "publisher:a"}])
+    );
     // Deterministic: the same answer twice, byte for byte.
-    let again = gw.cli(&["policy", "explain", "b/v1", "--policy", policy_file.to_str().unwrap()]);
+    let again = gw.cli(&[
+        "policy",
+        "explain",
+        "b/v1",
+        "--policy",
+        policy_file.to_str().unwrap(),
+    ]);
     assert_eq!(out.stdout, again.stdout);
 
     // Explain without a store, naming the category.
     let out = std::process::Command::new(CHASQUI)
-        .args(["policy", "explain", "x/v2", "--category", "educacion", "--policy"])
+        .args([
+            "policy",
+            "explain",
+            "x/v2",
+            "--category",
+            "educacion",
+            "--policy",
+        ])
         .arg(&policy_file)
         .output()
         .unwrap();
     assert!(out.status.success());
     let e: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
     assert_eq!(e["scopes"], serde_json::json!(["global"]));
-    assert_eq!(e["settings"]["rate_limit"]["burst"], serde_json::json!({"value": 100, "from": "global"}));
-    assert_eq!(e["plugins"], serde_json::json!([]));
+    assert_eq!(
+        e["settings"]["rate_limit"]["burst"],
+        serde_json::json!({"value": 100, "from": "global"})
+    );
+    assert_eq!(e["plugins"][0]["from"], serde_json::json!(["global"]));
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -248,9 +350,16 @@ async fn burst_and_quota_refusals_differ_and_quotas_survive_restarts() {
         assert_eq!(gw.get("/a/v1/x", &t).await.status(), 200);
     }
     let resp = gw.get("/a/v1/x", &t).await;
-    let retry: u64 = resp.headers()["retry-after"].to_str().unwrap().parse().unwrap();
+    let retry: u64 = resp.headers()["retry-after"]
+        .to_str()
+        .unwrap()
+        .parse()
+        .unwrap();
     assert!((1..=2).contains(&retry), "{retry}");
-    assert_eq!(resp.headers()["ratelimit-policy"], "\"consumer-service\";q=1;w=1");
+    assert_eq!(
+        resp.headers()["ratelimit-policy"],
+        "\"consumer-service\";q=1;w=1"
+    );
     assert_problem(resp, 429, "rate-limited").await;
 
     // Quota: quota-exhausted, Retry-After until the Bolivian day ends.
@@ -264,10 +373,17 @@ async fn burst_and_quota_refusals_differ_and_quotas_survive_restarts() {
         .unwrap()
         .as_secs() as i64;
     let bolivian_midnight = ((now - 4 * 3600).div_euclid(86_400) + 1) * 86_400 + 4 * 3600;
-    let retry: i64 = resp.headers()["retry-after"].to_str().unwrap().parse().unwrap();
+    let retry: i64 = resp.headers()["retry-after"]
+        .to_str()
+        .unwrap()
+        .parse()
+        .unwrap();
     assert!((retry - (bolivian_midnight - now)).abs() <= 5, "{retry}");
     assert_eq!(resp.headers()["ratelimit-policy"], "\"day\";q=3;w=86400");
-    assert_eq!(resp.headers()["ratelimit"], format!("\"day\";r=0;t={retry}").as_str());
+    assert_eq!(
+        resp.headers()["ratelimit"],
+        format!("\"day\";r=0;t={retry}").as_str()
+    );
     let body = assert_problem(resp, 429, "quota-exhausted").await;
     assert!(body["detail"].as_str().unwrap().contains("daily"), "{body}");
     assert_eq!(up.hits(), hits, "refused before the upstream");
@@ -302,7 +418,10 @@ async fn burst_and_quota_refusals_differ_and_quotas_survive_restarts() {
         if used == Some(2) {
             break;
         }
-        assert!(Instant::now() < deadline, "counters not flushed within 5 s: {used:?}");
+        assert!(
+            Instant::now() < deadline,
+            "counters not flushed within 5 s: {used:?}"
+        );
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
     db.close().await;
@@ -310,9 +429,19 @@ async fn burst_and_quota_refusals_differ_and_quotas_survive_restarts() {
     gw.wait_exit(Duration::from_secs(10));
     gw.spawn().await;
     let resp = gw.get("/c/v1/x", &t).await;
-    assert_eq!(resp.headers()["ratelimit-policy"].to_str().unwrap().split(';').next(), Some("\"month\""));
+    assert_eq!(
+        resp.headers()["ratelimit-policy"]
+            .to_str()
+            .unwrap()
+            .split(';')
+            .next(),
+        Some("\"month\"")
+    );
     let body = assert_problem(resp, 429, "quota-exhausted").await;
-    assert!(body["detail"].as_str().unwrap().contains("monthly"), "{body}");
+    assert!(
+        body["detail"].as_str().unwrap().contains("monthly"),
+        "{body}"
+    );
     assert_eq!(gw.get("/b/v1/x", &t).await.status(), 429, "still spent");
 }
 
@@ -358,7 +487,10 @@ services:
     // Vary on Accept-Language.
     let es = get("/a/v1/v", &t, Some("es")).await.unwrap();
     assert_eq!(x_cache(&es).as_deref(), Some("miss"));
-    assert_eq!(x_cache(&get("/a/v1/v", &t, Some("es")).await.unwrap()).as_deref(), Some("hit"));
+    assert_eq!(
+        x_cache(&get("/a/v1/v", &t, Some("es")).await.unwrap()).as_deref(),
+        Some("hit")
+    );
     let en = get("/a/v1/v", &t, Some("en")).await.unwrap();
     assert_eq!(x_cache(&en).as_deref(), Some("miss"));
     assert!(en.text().await.unwrap().contains("\"lang\":\"en\""));
@@ -366,7 +498,11 @@ services:
     // The key includes the consumer system (shared: false).
     let theirs = get("/a/v1/x", &other, None).await.unwrap();
     assert_eq!(x_cache(&theirs).as_deref(), Some("miss"));
-    assert!(theirs.text().await.unwrap().contains("\"consumer\":\"otro\""));
+    assert!(theirs
+        .text()
+        .await
+        .unwrap()
+        .contains("\"consumer\":\"otro\""));
 
     // Personal answers are never kept.
     let before = up.hits();
@@ -388,12 +524,23 @@ services:
             assert_eq!(x_cache(&r).as_deref(), Some("miss"), "{path}");
         }
     }
-    assert_eq!(up.hits(), before + 6, "every personal request reached the upstream");
+    assert_eq!(
+        up.hits(),
+        before + 6,
+        "every personal request reached the upstream"
+    );
 
     // Unsafe methods and no-store requests bypass it.
     let before = up.hits();
     for _ in 0..2 {
-        let r = gw.client.post(gw.url("/a/v1/x")).bearer_auth(&t).body("{}").send().await.unwrap();
+        let r = gw
+            .client
+            .post(gw.url("/a/v1/x"))
+            .bearer_auth(&t)
+            .body("{}")
+            .send()
+            .await
+            .unwrap();
         assert_eq!(r.headers().get("x-cache"), None);
         let r = gw
             .client
@@ -409,12 +556,20 @@ services:
 
     // Bounds: an answer over max_entry_bytes is not kept...
     for _ in 0..2 {
-        assert_eq!(x_cache(&get("/a/v1/big", &t, None).await.unwrap()).as_deref(), Some("miss"));
+        assert_eq!(
+            x_cache(&get("/a/v1/big", &t, None).await.unwrap()).as_deref(),
+            Some("miss")
+        );
     }
     // ...and the whole cache holds at most max_bytes: of 30 answers of
     // ~1.6 KB, at most ~12 fit in 20000 bytes.
     for i in 0..30 {
-        get(&format!("/a/v1/{i}/mid"), &t, None).await.unwrap().text().await.unwrap();
+        get(&format!("/a/v1/{i}/mid"), &t, None)
+            .await
+            .unwrap()
+            .text()
+            .await
+            .unwrap();
     }
     let mut hits = 0;
     for i in 0..30 {
@@ -423,11 +578,20 @@ services:
             hits += 1;
         }
     }
-    assert!(hits <= 13, "{hits} of 30 answers still cached in 20000 bytes");
+    assert!(
+        hits <= 13,
+        "{hits} of 30 answers still cached in 20000 bytes"
+    );
 
     // TTL, and the grant check runs before any hit (shared cache on b/v1).
-    assert_eq!(x_cache(&get("/b/v1/t", &t, None).await.unwrap()).as_deref(), Some("miss"));
-    assert_eq!(x_cache(&get("/b/v1/t", &t, None).await.unwrap()).as_deref(), Some("hit"));
+    assert_eq!(
+        x_cache(&get("/b/v1/t", &t, None).await.unwrap()).as_deref(),
+        Some("miss")
+    );
+    assert_eq!(
+        x_cache(&get("/b/v1/t", &t, None).await.unwrap()).as_deref(),
+        Some("hit")
+    );
     assert_problem(get("/b/v1/t", &other, None).await.unwrap(), 403, "no-grant").await;
     let deadline = Instant::now() + Duration::from_secs(5);
     loop {
@@ -439,7 +603,14 @@ services:
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
     // A service without cache says nothing about it.
-    assert_eq!(get("/c/v1/x", &t, None).await.unwrap().headers().get("x-cache"), None);
+    assert_eq!(
+        get("/c/v1/x", &t, None)
+            .await
+            .unwrap()
+            .headers()
+            .get("x-cache"),
+        None
+    );
 }
 
 const CONTRACT: &str = r##"{
@@ -506,7 +677,9 @@ async fn contract_violations_are_400_or_502_naming_the_path() {
     // The gateway picks the contract up with the catalog (polled).
     let deadline = Instant::now() + Duration::from_secs(10);
     let refused = loop {
-        let r = post(r#"{"ci": "123", "nombre": "Ana", "edad": -3}"#).await.unwrap();
+        let r = post(r#"{"ci": "123", "nombre": "Ana", "edad": -3}"#)
+            .await
+            .unwrap();
         if r.status() == 400 {
             break r;
         }
@@ -517,11 +690,22 @@ async fn contract_violations_are_400_or_502_naming_the_path() {
     let body = assert_problem(refused, 400, "invalid-request-body").await;
     assert_eq!(body["pointer"], "/edad", "{body}");
     assert!(body["detail"].as_str().unwrap().contains("/edad"), "{body}");
-    let body = assert_problem(post(r#"{"ci": "123"}"#).await.unwrap(), 400, "invalid-request-body").await;
+    let body = assert_problem(
+        post(r#"{"ci": "123"}"#).await.unwrap(),
+        400,
+        "invalid-request-body",
+    )
+    .await;
     assert_eq!(body["pointer"], "/", "{body}");
     assert_problem(post("not json").await.unwrap(), 400, "invalid-request-body").await;
     assert_eq!(up.hits(), hits, "invalid requests never reach the upstream");
-    assert_eq!(post(r#"{"ci": "123", "nombre": "Ana"}"#).await.unwrap().status(), 201);
+    assert_eq!(
+        post(r#"{"ci": "123", "nombre": "Ana"}"#)
+            .await
+            .unwrap()
+            .status(),
+        201
+    );
     assert_eq!(up.hits(), hits + 1);
 
     // Answers: a valid one passes whole, an invalid one is a 502 naming the path.
@@ -529,7 +713,12 @@ async fn contract_violations_are_400_or_502_naming_the_path() {
     assert_eq!(ok.status(), 200);
     let persona: serde_json::Value = ok.json().await.unwrap();
     assert_eq!(persona["nombre"], "Ana");
-    let body = assert_problem(gw.get("/a/v1/personas/2", &t).await, 502, "invalid-upstream-response").await;
+    let body = assert_problem(
+        gw.get("/a/v1/personas/2", &t).await,
+        502,
+        "invalid-upstream-response",
+    )
+    .await;
     assert_eq!(body["pointer"], "/ci", "{body}");
     // Paths the contract does not describe are not checked.
     assert_eq!(gw.get("/a/v1/otra", &t).await.status(), 200);
@@ -576,14 +765,21 @@ services:
     assert!(ok, "{out}");
 
     // Schema: an unknown key in a scope, a wrong type.
-    let (ok, out) = validate("version: 1\nservices:\n  a/v1:\n    quota: {per_day: -1}\n    cach: {}\n");
+    let (ok, out) =
+        validate("version: 1\nservices:\n  a/v1:\n    quota: {per_day: -1}\n    cach: {}\n");
     assert!(!ok);
-    assert!(out.contains("p.yaml") && out.contains("line 4, at /services/a~1v1/quota/per_day"), "{out}");
+    assert!(
+        out.contains("p.yaml") && out.contains("line 4, at /services/a~1v1/quota/per_day"),
+        "{out}"
+    );
     assert!(out.contains("line 5, at /services/a~1v1/cach"), "{out}");
     // Unknown category.
     let (ok, out) = validate("version: 1\ncategories:\n  Deportes: {}\n");
     assert!(!ok);
-    assert!(out.contains("line 3, at /categories/Deportes") && out.contains("unknown category"), "{out}");
+    assert!(
+        out.contains("line 3, at /categories/Deportes") && out.contains("unknown category"),
+        "{out}"
+    );
     // Unknown plugin (no such component).
     let (ok, out) = validate(&good.replace(&component.display().to_string(), "/nope/missing.wasm"));
     assert!(!ok);
@@ -591,21 +787,42 @@ services:
     // Wrong version.
     let (ok, out) = validate(&good.replace("version: 0.1.0", "version: 9.9.9"));
     assert!(!ok);
-    assert!(out.contains("line 5, at /plugins/0/version") && out.contains("9.9.9"), "{out}");
+    assert!(
+        out.contains("line 5, at /plugins/0/version") && out.contains("9.9.9"),
+        "{out}"
+    );
     // Configuration failing the plugin's own schema, globally and in a scope.
     let (ok, out) = validate(&good.replacen("{mode: normal}", "{mode: sometimes}", 1));
     assert!(!ok);
-    assert!(out.contains("line 6, at /plugins/0/config") && out.contains("configuration refused"), "{out}");
-    let bad_scope = format!("{}\n", good.trim_end().replace("config: {mode: normal}\n        failure", "config: {mode: sometimes}\n        failure"));
+    assert!(
+        out.contains("line 6, at /plugins/0/config") && out.contains("configuration refused"),
+        "{out}"
+    );
+    let bad_scope = format!(
+        "{}\n",
+        good.trim_end().replace(
+            "config: {mode: normal}\n        failure",
+            "config: {mode: sometimes}\n        failure"
+        )
+    );
     let (ok, out) = validate(&bad_scope);
     assert!(!ok);
-    assert!(out.contains("line 12, at /services/a~1v1/plugins/0/config"), "{out}");
+    assert!(
+        out.contains("line 12, at /services/a~1v1/plugins/0/config"),
+        "{out}"
+    );
     // A capability the plugin needs but the policy does not grant.
     let (ok, out) = validate(&good.replace("capabilities: [log, ledger]", "capabilities: [log]"));
     assert!(!ok);
-    assert!(out.contains("line 7, at /plugins/0/capabilities") && out.contains("ledger"), "{out}");
+    assert!(
+        out.contains("line 7, at /plugins/0/capabilities") && out.contains("ledger"),
+        "{out}"
+    );
     // A scope entry naming a plugin that exists nowhere.
     let (ok, out) = validate("version: 1\npublishers:\n  a:\n    plugins:\n      - name: ghost\n");
     assert!(!ok);
-    assert!(out.contains("line 3, at /publishers/a") && out.contains("ghost"), "{out}");
+    assert!(
+        out.contains("line 3, at /publishers/a") && out.contains("ghost"),
+        "{out}"
+    );
 }

@@ -146,7 +146,9 @@ impl PolicyTable {
             loosest.max_request_header_bytes = loosest
                 .max_request_header_bytes
                 .max(s.limits.max_request_header_bytes);
-            loosest.max_request_headers = loosest.max_request_headers.max(s.limits.max_request_headers);
+            loosest.max_request_headers = loosest
+                .max_request_headers
+                .max(s.limits.max_request_headers);
             by_service.insert(
                 service.id,
                 Arc::new(ServicePolicy {

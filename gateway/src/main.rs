@@ -285,7 +285,12 @@ fn run(command: Command) -> anyhow::Result<ExitCode> {
                 for f in &findings {
                     match f.line {
                         Some(line) => {
-                            eprintln!("{}: line {line}, at {}: {}", file.display(), f.pointer, f.message)
+                            eprintln!(
+                                "{}: line {line}, at {}: {}",
+                                file.display(),
+                                f.pointer,
+                                f.message
+                            )
                         }
                         None => eprintln!("{}: at {}: {}", file.display(), f.pointer, f.message),
                     }

@@ -630,7 +630,11 @@ impl ProxyHttp for ChasquiProxy {
                 "{}/{} spent its {} quota of {} requests to {}; it renews in {} s",
                 consumer.entity_code,
                 consumer.consumer_code,
-                if refusal.period == "day" { "daily" } else { "monthly" },
+                if refusal.period == "day" {
+                    "daily"
+                } else {
+                    "monthly"
+                },
                 refusal.limit,
                 service.route_name,
                 refusal.retry_after_secs
@@ -652,8 +656,13 @@ impl ProxyHttp for ChasquiProxy {
             return Ok(true);
         }
         if let Some(why) = &svc.broken {
-            let detail = format!("the plugin chain of {} is unavailable: {why}", service.route_name);
-            return self.answer(session, ctx, Problem::PluginFailed, &detail).await;
+            let detail = format!(
+                "the plugin chain of {} is unavailable: {why}",
+                service.route_name
+            );
+            return self
+                .answer(session, ctx, Problem::PluginFailed, &detail)
+                .await;
         }
 
         // Identity fields are the gateway's to set: drop any the client sent
@@ -1202,10 +1211,7 @@ impl ProxyHttp for ChasquiProxy {
 
     async fn logging(&self, session: &mut Session, e: Option<&Error>, ctx: &mut RequestCtx) {
         if let (Some(key), Some(fill)) = (ctx.cache_key.take(), ctx.cache_fill.take()) {
-            let ttl = ctx
-                .svc
-                .as_ref()
-                .map_or(0, |s| s.settings.cache.ttl_ms);
+            let ttl = ctx.svc.as_ref().map_or(0, |s| s.settings.cache.ttl_ms);
             if fill.complete && e.is_none() && ttl > 0 {
                 ctx.table
                     .cache
@@ -1380,9 +1386,11 @@ fn deferred_headers(
 /// The request body limit of the routed service (the global one before
 /// routing).
 fn body_limit(ctx: &RequestCtx) -> u64 {
-    ctx.svc.as_ref().map_or(ctx.policy.limits.max_request_body_bytes, |s| {
-        s.settings.limits.max_request_body_bytes
-    })
+    ctx.svc
+        .as_ref()
+        .map_or(ctx.policy.limits.max_request_body_bytes, |s| {
+            s.settings.limits.max_request_body_bytes
+        })
 }
 
 /// The upstream settings of the routed service.

@@ -3,11 +3,11 @@
 
 use crate::auth::TokenCache;
 use crate::deferred::Deferrals;
+use crate::effective::{Documents, PolicyTable};
 use crate::ledger::Ledger;
 use crate::platform::Platform;
 use crate::plugin::chain::PluginSet;
 use crate::plugin::PluginEngine;
-use crate::effective::{Documents, PolicyTable};
 use crate::policy::Policy;
 use crate::quota::Quotas;
 use crate::routes::{self, HealthRegistry, RouteTable};
@@ -391,7 +391,9 @@ async fn load_documents(store: &Store) -> anyhow::Result<Documents> {
             Ok(doc) => {
                 out.insert(id, Arc::new(doc));
             }
-            Err(e) => tracing::warn!(service_id = id, error = %e, "stored OpenAPI document is not JSON"),
+            Err(e) => {
+                tracing::warn!(service_id = id, error = %e, "stored OpenAPI document is not JSON")
+            }
         }
     }
     Ok(out)

@@ -431,10 +431,7 @@ fn annotate(value: &Value, pointer: &str, sources: &BTreeMap<String, String>) ->
 }
 
 /// The layers that apply to `service`, least specific first.
-pub(crate) fn layers<'a>(
-    policy: &'a Policy,
-    service: &ServiceScope,
-) -> Vec<(String, &'a Scope)> {
+pub(crate) fn layers<'a>(policy: &'a Policy, service: &ServiceScope) -> Vec<(String, &'a Scope)> {
     let mut out = Vec::new();
     let category = chasqui_catalog::model::Category::parse(&service.category)
         .map(|c| c.name().to_string())
@@ -526,11 +523,7 @@ pub(crate) fn try_explain(policy: &Policy, service: &ServiceScope) -> Result<Exp
             let at = match chain.iter().position(|e| e.binding.name == patch.name) {
                 Some(at) => at,
                 None => {
-                    let entry = match policy
-                        .plugins
-                        .iter()
-                        .position(|b| b.name == patch.name)
-                    {
+                    let entry = match policy.plugins.iter().position(|b| b.name == patch.name) {
                         Some(i) => Entry {
                             binding: policy.plugins[i].clone(),
                             global_index: Some(i),

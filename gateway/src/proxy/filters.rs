@@ -95,7 +95,10 @@ impl ChasquiProxy {
                 } else {
                     v.pointer.as_str()
                 };
-                let detail = format!("the request body breaks the contract at {at}: {}", v.message);
+                let detail = format!(
+                    "the request body breaks the contract at {at}: {}",
+                    v.message
+                );
                 ctx.problem = Some((Problem::InvalidRequestBody, detail.clone()));
                 problem::respond_with_members(
                     session,
@@ -270,7 +273,10 @@ impl ChasquiProxy {
         let fetched = match fetched {
             Ok(Ok(f)) => f,
             Ok(Err((problem, detail))) => {
-                return self.answer(session, ctx, problem, &detail).await.map(|_| ())
+                return self
+                    .answer(session, ctx, problem, &detail)
+                    .await
+                    .map(|_| ())
             }
             Err(e) => {
                 let detail = format!("the exchange task failed: {e}");
@@ -332,7 +338,10 @@ impl ChasquiProxy {
         if let Some(run) = ctx.plugins.as_mut() {
             if run.handles(Phase::ResponseHeaders) {
                 if let Outcome::Fail(problem, detail) = run.response_headers(&mut resp) {
-                    return self.answer(session, ctx, problem, &detail).await.map(|_| ());
+                    return self
+                        .answer(session, ctx, problem, &detail)
+                        .await
+                        .map(|_| ());
                 }
             }
             if run.replacement_body.is_some() || run.handles(Phase::ResponseBody) {
@@ -343,7 +352,10 @@ impl ChasquiProxy {
                         return stage::write_answer(session, &answer, &ctx.request_id).await;
                     }
                     Outcome::Fail(problem, detail) => {
-                        return self.answer(session, ctx, problem, &detail).await.map(|_| ())
+                        return self
+                            .answer(session, ctx, problem, &detail)
+                            .await
+                            .map(|_| ())
                     }
                 }
                 if run.replacement_body.is_some() {
