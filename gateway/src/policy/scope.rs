@@ -626,3 +626,104 @@ pub(crate) fn try_explain(policy: &Policy, service: &ServiceScope) -> Result<Exp
         bindings: chain.into_iter().map(|e| e.binding).collect(),
     })
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn service(entity: &str, category: &str) -> ServiceScope {
+        ServiceScope {
+            entity: entity.into(),
+            code: "s".into(),
+            version: 1,
+            category: category.into(),
+        }
+    }
+
+    const POLICY: &str = "version: 1
+limits: {max_request_body_bytes: 1000}
+quota: {per_day: 10}
+plugins:
+  - {name: first, component: /p/first.wasm, config: {level: 1}}
+  - {name: second, component: /p/second.wasm, services: [x/v1]}
+categories:
+  migracion:
+    quota: {per_month: 100}
+    plugins:
+      - {name: added, component: /p/added.wasm}
+publishers:
+  segip:
+    limits: {max_request_body_bytes: 2000}
+    plugins:
+      - {name: first, isolation: pooled}
+      - {name: second}
+services:
+  segip/v1:
+    quota: {per_day: 5}
+    plugins:
+      - {name: first, config: {level: 3}}
+      - {name: added, enabled: false}
+";
+
+    #[test]
+    fn precedence_is_field_by_field_and_says_where() {
+        let p = Policy::parse(POLICY, "p.yaml").unwrap();
+        let e = explain(&p, &service("segip", "Migración"));
+        assert_eq!(
+            e.scopes,
+            [
+                "global",
+                "category:Migración",
+                "publisher:segip",
+                "service:segip/v1"
+            ]
+        );
+        assert_eq!(e.effective.limits.max_request_body_bytes, 2000);
+        assert_eq!(e.effective.limits.max_request_headers, 100, "default");
+        assert_eq!(e.effective.quota.per_day, 5);
+        assert_eq!(e.effective.quota.per_month, 100);
+        assert_eq!(
+            e.settings["quota"]["per_month"],
+            serde_json::json!({"value": 100, "from": "category:Migración"})
+        );
+        assert_eq!(
+            e.settings["limits"]["max_request_headers"]["from"],
+            "default"
+        );
+        // Chain: global order (second bound by the publisher), `added`
+        // removed by the service, `first` changed field by field.
+        let names: Vec<&str> = e.plugins.iter().map(|p| p.name.as_str()).collect();
+        assert_eq!(names, ["first", "second"]);
+        assert_eq!(e.plugins[0].config, serde_json::json!({"level": 3}));
+        assert_eq!(e.plugins[0].isolation, Isolation::Pooled);
+        assert_eq!(
+            e.plugins[0].from,
+            ["global", "publisher:segip", "service:segip/v1"]
+        );
+        assert_eq!(e.disabled_plugins[0].by, "service:segip/v1");
+        // Another publisher in the same category gets the added plugin last.
+        let e = explain(&p, &service("dgm", "migracion"));
+        let names: Vec<&str> = e.plugins.iter().map(|p| p.name.as_str()).collect();
+        assert_eq!(names, ["first", "added"]);
+        assert_eq!(e.effective.quota.per_day, 10);
+        // Deterministic JSON.
+        assert_eq!(
+            serde_json::to_string(&e).unwrap(),
+            serde_json::to_string(&explain(&p, &service("dgm", "Migración"))).unwrap()
+        );
+    }
+
+    #[test]
+    fn a_scope_naming_an_unknown_plugin_is_refused_at_load() {
+        let err = Policy::parse(
+            "version: 1\nservices:\n  a/v1:\n    plugins:\n      - {name: ghost}\n",
+            "p.yaml",
+        )
+        .unwrap_err()
+        .to_string();
+        assert!(
+            err.contains("line 3") && err.contains("/services/a~1v1") && err.contains("ghost"),
+            "{err}"
+        );
+    }
+}
