@@ -7,6 +7,7 @@
 //! store per request: it loads a [`Snapshot`] and watches [`Store::change_seq`]
 //! to know when to load a new one, and looks tokens up through a cache.
 
+pub mod contracts;
 pub mod deferred;
 pub mod directory;
 pub mod documents;
@@ -19,6 +20,7 @@ pub mod plugin_kv;
 pub mod policy_versions;
 pub mod principals;
 pub mod procedures;
+pub mod quotas;
 pub mod store;
 pub mod token;
 

@@ -98,7 +98,7 @@ impl Deferrals {
     }
 
     /// A client trusting `ca_pem` (or the system roots).
-    fn client(&self, ca_pem: Option<Arc<str>>) -> Result<reqwest::Client, String> {
+    pub(crate) fn client(&self, ca_pem: Option<Arc<str>>) -> Result<reqwest::Client, String> {
         let mut clients = self.clients.lock().unwrap_or_else(|p| p.into_inner());
         if let Some(client) = clients.get(&ca_pem) {
             return Ok(client.clone());

@@ -205,6 +205,21 @@ enum PolicyCommand {
         /// The policy file.
         file: PathBuf,
     },
+    /// Print the effective settings of one service (`entidad/v{n}`) and
+    /// where each part came from, as JSON.
+    Explain {
+        /// The service, `entidad/v{n}`.
+        service: String,
+        /// The policy file (default: the gateway's, `CHASQUI_POLICY`, else the
+        /// compiled-in default).
+        #[arg(long, env = "CHASQUI_POLICY")]
+        policy: Option<PathBuf>,
+        /// The service's category; without it, read from the catalog store.
+        #[arg(long)]
+        category: Option<String>,
+        #[command(flatten)]
+        store: StoreArgs,
+    },
 }
 
 /// Where the catalog store is.
@@ -258,23 +273,91 @@ fn run(command: Command) -> anyhow::Result<ExitCode> {
                 }
             };
             // Load every plugin exactly as a gateway would: component,
-            // capabilities, configuration schema and `init`.
-            if !policy.plugins.is_empty() {
-                let cache =
-                    std::env::temp_dir().join(format!("chasqui-validate-{}", std::process::id()));
-                let engine = chasqui::plugin::PluginEngine::new(&cache, None)?;
-                let loaded = chasqui::plugin::chain::PluginSet::load(&engine, &policy);
-                let _ = std::fs::remove_dir_all(&cache);
-                if let Err(e) = loaded {
-                    eprintln!("{}: {e}", file.display());
-                    return Ok(ExitCode::FAILURE);
+            // version, capabilities, configuration schema and `init`, for the
+            // global list and for each scope.
+            let text = std::fs::read_to_string(&file)?;
+            let cache =
+                std::env::temp_dir().join(format!("chasqui-validate-{}", std::process::id()));
+            let engine = chasqui::plugin::PluginEngine::new(&cache, None)?;
+            let findings = chasqui::policy::validate::plugin_findings(&policy, &text, &engine);
+            let _ = std::fs::remove_dir_all(&cache);
+            if !findings.is_empty() {
+                for f in &findings {
+                    match f.line {
+                        Some(line) => {
+                            eprintln!(
+                                "{}: line {line}, at {}: {}",
+                                file.display(),
+                                f.pointer,
+                                f.message
+                            )
+                        }
+                        None => eprintln!("{}: at {}: {}", file.display(), f.pointer, f.message),
+                    }
                 }
+                return Ok(ExitCode::FAILURE);
             }
             println!(
                 "{}: valid ({} plugin(s) loaded)",
                 file.display(),
                 policy.plugins.len()
             );
+            Ok(ExitCode::SUCCESS)
+        }
+        Command::Policy(PolicyCommand::Explain {
+            service,
+            policy,
+            category,
+            store,
+        }) => {
+            let policy = match &policy {
+                Some(path) => Policy::load(path),
+                None => Policy::default_policy(),
+            };
+            let policy = match policy {
+                Ok(p) => p,
+                Err(e) => {
+                    eprintln!("{e}");
+                    return Ok(ExitCode::FAILURE);
+                }
+            };
+            let Some((entity, version)) = service
+                .split_once("/v")
+                .and_then(|(e, v)| Some((e.to_string(), v.parse::<u32>().ok()?)))
+            else {
+                eprintln!("the service is named entidad/v{{n}}, e.g. segip/v1");
+                return Ok(ExitCode::FAILURE);
+            };
+            let scope = match category {
+                Some(category) => chasqui::policy::ServiceScope {
+                    entity,
+                    code: String::new(),
+                    version,
+                    category,
+                },
+                None => {
+                    let found = block_on_value(async {
+                        let store = open(&store).await?;
+                        let snapshot = store.load_snapshot().await?;
+                        Ok::<_, anyhow::Error>(
+                            snapshot
+                                .services
+                                .iter()
+                                .find(|s| s.entity_code == entity && s.version == version)
+                                .map(chasqui::policy::ServiceScope::from),
+                        )
+                    })?;
+                    match found {
+                        Some(scope) => scope,
+                        None => {
+                            eprintln!("{service} is not in the catalog; give its category with --category");
+                            return Ok(ExitCode::FAILURE);
+                        }
+                    }
+                }
+            };
+            let explanation = chasqui::policy::explain(&policy, &scope);
+            println!("{}", serde_json::to_string_pretty(&explanation)?);
             Ok(ExitCode::SUCCESS)
         }
         Command::Audit(AuditCommand::Verify { store }) => block_on(async move {
@@ -454,6 +537,15 @@ fn split_consumer(consumer: &str) -> anyhow::Result<(&str, &str)> {
 
 async fn open(args: &StoreArgs) -> anyhow::Result<chasqui_catalog::Store> {
     server::open_store(&args.data_dir, args.database_url.as_deref()).await
+}
+
+fn block_on_value<T, F: std::future::Future<Output = anyhow::Result<T>>>(
+    f: F,
+) -> anyhow::Result<T> {
+    tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()?
+        .block_on(f)
 }
 
 fn block_on<F: std::future::Future<Output = anyhow::Result<ExitCode>>>(

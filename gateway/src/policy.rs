@@ -5,9 +5,16 @@
 //! fails at load instead of silently doing nothing.
 
 use crate::plugin::{Capability, FailureMode, Isolation, Limits as PluginLimits};
-use serde::Deserialize;
+use serde::{Deserialize, Serialize};
+use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
+
+pub mod lines;
+pub mod scope;
+pub mod validate;
+
+pub use scope::{explain, Explanation, ServiceScope, Settings};
 
 /// The text of `policies/default.yaml`.
 pub const DEFAULT_POLICY: &str = include_str!("../../policies/default.yaml");
@@ -36,6 +43,28 @@ pub struct Policy {
     /// Contingency for services whose upstream may be unreachable; none: off.
     #[serde(default)]
     pub store_and_forward: Option<StoreAndForwardPolicy>,
+    /// Quotas per day and month per consumer × service (global scope).
+    #[serde(default)]
+    pub quota: Option<scope::QuotaSettings>,
+    /// Response cache (global scope; `max_bytes` bounds the whole cache).
+    #[serde(default)]
+    pub cache: Option<scope::CacheSettings>,
+    /// Contract validation (global scope).
+    #[serde(default)]
+    pub validation: Option<scope::ValidationSettings>,
+    /// Settings per catalog category, keyed by category name.
+    #[serde(default)]
+    pub categories: BTreeMap<String, scope::Scope>,
+    /// Settings per publishing entity, keyed by entity code.
+    #[serde(default)]
+    pub publishers: BTreeMap<String, scope::Scope>,
+    /// Settings per service, keyed `entidad/v{n}`.
+    #[serde(default)]
+    pub services: BTreeMap<String, scope::Scope>,
+    /// The global sections as written (for field-by-field precedence and
+    /// for saying where each effective value came from).
+    #[serde(skip)]
+    pub raw_global: serde_json::Value,
 }
 
 /// Store-and-forward (contingency) settings.
@@ -112,11 +141,15 @@ pub struct PluginBinding {
     /// CPU, memory and output limits, breaker settings.
     #[serde(default)]
     pub limits: PluginLimits,
-    /// Services (`entidad/v{n}`) it runs for; empty means every service.
+    /// The version the component must declare (`plugin validate` and load
+    /// refuse another); none: any.
+    #[serde(default)]
+    pub version: Option<String>,
     /// Whether the plugin's key-value state is durable: written through to
     /// the store before each call returns, and loaded back at load.
     #[serde(default)]
     pub durable_state: bool,
+    /// Services (`entidad/v{n}`) it runs for; empty means every service.
     #[serde(default)]
     pub services: Vec<String>,
 }
@@ -133,7 +166,7 @@ impl PluginBinding {
 }
 
 /// Request size limits.
-#[derive(Debug, Clone, Deserialize, PartialEq)]
+#[derive(Debug, Clone, Deserialize, Serialize, PartialEq)]
 #[serde(deny_unknown_fields, default)]
 pub struct Limits {
     /// Largest request body, in bytes.
@@ -232,8 +265,8 @@ pub enum PolicyError {
 }
 
 /// Validates a policy text against [`POLICY_SCHEMA`], naming each failing
-/// path and, where it can be found, its line.
-fn check_schema(text: &str, origin: &str) -> Result<(), PolicyError> {
+/// path and, where it can be found, its line. Returns the document as JSON.
+fn check_schema(text: &str, origin: &str) -> Result<serde_json::Value, PolicyError> {
     let invalid = |message: String| PolicyError::Invalid {
         origin: origin.to_string(),
         message,
@@ -244,6 +277,7 @@ fn check_schema(text: &str, origin: &str) -> Result<(), PolicyError> {
         serde_json::from_str(POLICY_SCHEMA).map_err(|e| invalid(format!("policy schema: {e}")))?;
     let validator =
         jsonschema::validator_for(&schema).map_err(|e| invalid(format!("policy schema: {e}")))?;
+    let index = lines::LineIndex::new(text);
     let errors: Vec<String> = validator
         .iter_errors(&value)
         .map(|e| {
@@ -253,39 +287,17 @@ fn check_schema(text: &str, origin: &str) -> Result<(), PolicyError> {
                 e.kind()
             {
                 if let Some(first) = unexpected.first() {
-                    path = format!("{path}/{first}");
+                    path = format!("{path}/{}", lines::escape(first));
                 }
             }
-            let at = if path.is_empty() {
-                "/".to_string()
-            } else {
-                path.clone()
-            };
-            match line_of(text, &path) {
-                Some(line) => format!("line {line}, at {at}: {e}"),
-                None => format!("at {at}: {e}"),
-            }
+            index.locate(&path, &e.to_string())
         })
         .collect();
     if errors.is_empty() {
-        Ok(())
+        Ok(value)
     } else {
         Err(invalid(errors.join("; ")))
     }
-}
-
-/// Best-effort line of a JSON pointer in a YAML text: the line of the last
-/// named key on the path (for an unknown key, the line where it appears).
-fn line_of(text: &str, pointer: &str) -> Option<usize> {
-    let key = pointer
-        .rsplit('/')
-        .find(|s| !s.is_empty() && s.parse::<usize>().is_err())?;
-    text.lines()
-        .position(|l| {
-            let t = l.trim_start().trim_start_matches("- ");
-            t.starts_with(&format!("{key}:"))
-        })
-        .map(|i| i + 1)
 }
 
 /// Where the components of the compiled-in default policy are looked for:
@@ -300,15 +312,30 @@ pub fn plugin_dir() -> PathBuf {
 impl Policy {
     /// Parses and checks a policy text; `origin` names it in errors.
     pub fn parse(text: &str, origin: &str) -> Result<Policy, PolicyError> {
-        check_schema(text, origin)?;
-        let policy: Policy = serde_yaml::from_str(text).map_err(|e| PolicyError::Invalid {
+        let value = check_schema(text, origin)?;
+        let mut policy: Policy = serde_yaml::from_str(text).map_err(|e| PolicyError::Invalid {
             origin: origin.to_string(),
             message: e.to_string(),
         })?;
-        policy.check().map_err(|message| PolicyError::Invalid {
-            origin: origin.to_string(),
-            message,
-        })?;
+        let mut global = serde_json::Map::new();
+        for name in scope::SECTIONS {
+            if let Some(serde_json::Value::Object(section)) = value.get(name) {
+                let mut section = section.clone();
+                // Health checks are per upstream address, not per service.
+                if name == "upstream" {
+                    section.remove("health_check");
+                }
+                global.insert(name.to_string(), serde_json::Value::Object(section));
+            }
+        }
+        policy.raw_global = serde_json::Value::Object(global);
+        let index = lines::LineIndex::new(text);
+        policy
+            .check()
+            .map_err(|(pointer, message)| PolicyError::Invalid {
+                origin: origin.to_string(),
+                message: index.locate(&pointer, &message),
+            })?;
         Ok(policy)
     }
 
@@ -346,49 +373,134 @@ impl Policy {
                 binding.component = base.join(&binding.component);
             }
         }
+        let scopes = self
+            .categories
+            .values_mut()
+            .chain(self.publishers.values_mut())
+            .chain(self.services.values_mut());
+        for scope in scopes {
+            for patch in &mut scope.plugins {
+                if let Some(c) = patch.component.as_mut().filter(|c| c.is_relative()) {
+                    *c = base.join(&*c);
+                }
+            }
+        }
     }
 
-    fn check(&self) -> Result<(), String> {
+    /// Every scope as (JSON pointer of the scope, the synthetic service it
+    /// alone applies to).
+    pub fn scope_probes(&self) -> Vec<(String, ServiceScope)> {
+        let mut out = Vec::new();
+        for key in self.categories.keys() {
+            out.push((
+                format!("/categories/{}", lines::escape(key)),
+                ServiceScope {
+                    entity: String::new(),
+                    code: String::new(),
+                    version: 0,
+                    category: key.clone(),
+                },
+            ));
+        }
+        for key in self.publishers.keys() {
+            out.push((
+                format!("/publishers/{}", lines::escape(key)),
+                ServiceScope {
+                    entity: key.clone(),
+                    code: String::new(),
+                    version: 0,
+                    category: String::new(),
+                },
+            ));
+        }
+        for key in self.services.keys() {
+            let (entity, version) = key
+                .split_once("/v")
+                .and_then(|(e, v)| Some((e.to_string(), v.parse().ok()?)))
+                .unwrap_or_default();
+            out.push((
+                format!("/services/{}", lines::escape(key)),
+                ServiceScope {
+                    entity,
+                    code: String::new(),
+                    version,
+                    category: String::new(),
+                },
+            ));
+        }
+        out
+    }
+
+    /// Checks what the schema cannot; errors carry a JSON pointer.
+    fn check(&self) -> Result<(), (String, String)> {
         if self.version != 1 {
-            return Err(format!(
-                "version: unsupported policy version {} (expected 1)",
-                self.version
+            return Err((
+                "/version".into(),
+                format!("unsupported policy version {} (expected 1)", self.version),
             ));
         }
         let u = &self.upstream;
         for (name, value) in [
-            ("upstream.connect_timeout_ms", u.connect_timeout_ms),
-            ("upstream.read_timeout_ms", u.read_timeout_ms),
-            ("upstream.write_timeout_ms", u.write_timeout_ms),
+            ("/upstream/connect_timeout_ms", u.connect_timeout_ms),
+            ("/upstream/read_timeout_ms", u.read_timeout_ms),
+            ("/upstream/write_timeout_ms", u.write_timeout_ms),
             (
-                "upstream.health_check.interval_ms",
+                "/upstream/health_check/interval_ms",
                 u.health_check.interval_ms,
             ),
             (
-                "upstream.health_check.timeout_ms",
+                "/upstream/health_check/timeout_ms",
                 u.health_check.timeout_ms,
             ),
         ] {
             if value == 0 {
-                return Err(format!("{name}: must be greater than 0"));
+                return Err((name.into(), "must be greater than 0".into()));
             }
         }
         if u.health_check.healthy_after == 0 || u.health_check.unhealthy_after == 0 {
-            return Err("upstream.health_check: thresholds must be at least 1".into());
+            return Err((
+                "/upstream/health_check".into(),
+                "thresholds must be at least 1".into(),
+            ));
         }
         let mut names = std::collections::HashSet::new();
         for (i, p) in self.plugins.iter().enumerate() {
             if !names.insert(p.name.as_str()) {
-                return Err(format!("plugins[{i}]: plugin `{}` appears twice", p.name));
+                return Err((
+                    format!("/plugins/{i}/name"),
+                    format!("plugin `{}` appears twice", p.name),
+                ));
             }
             if p.limits.cpu_ms == 0 || p.limits.memory_bytes < (64 << 10) {
-                return Err(format!(
-                    "plugins[{i}].limits: cpu_ms must be > 0 and memory_bytes at least 65536"
+                return Err((
+                    format!("/plugins/{i}/limits"),
+                    "cpu_ms must be > 0 and memory_bytes at least 65536".into(),
                 ));
             }
         }
         if self.limits.max_request_header_bytes < 1024 {
-            return Err("limits.max_request_header_bytes: must be at least 1024".into());
+            return Err((
+                "/limits/max_request_header_bytes".into(),
+                "must be at least 1024".into(),
+            ));
+        }
+        for key in self.categories.keys() {
+            if chasqui_catalog::model::Category::parse(key).is_none() {
+                return Err((
+                    format!("/categories/{}", lines::escape(key)),
+                    format!(
+                        "unknown category `{key}`; one of: {}",
+                        chasqui_catalog::model::Category::ALL.join(", ")
+                    ),
+                ));
+            }
+        }
+        // Every scope alone must resolve: wrong types and plugin entries
+        // that name nothing show up here, at load, not on the request path.
+        for (pointer, probe) in self.scope_probes() {
+            if let Err(message) = scope::try_explain(self, &probe) {
+                return Err((pointer, message));
+            }
         }
         Ok(())
     }

@@ -20,14 +20,13 @@
 //! file's directory for versions that came from a file, and against the
 //! plugin directory ([`crate::policy::plugin_dir`]) for all others.
 
-use crate::policy::{plugin_dir, Policy, DEFAULT_POLICY};
+use crate::policy::{explain, plugin_dir, Policy, ServiceScope, DEFAULT_POLICY};
 use crate::state::Gateway;
 use chasqui_catalog::policy_versions::{
     policy_digest, NewPolicyVersion, PolicySource, PolicyVersion,
 };
 use serde::Serialize;
 use serde_json::Value;
-use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
@@ -289,7 +288,7 @@ impl Gateway {
     /// (compiling a component may take a while).
     async fn install_blocking(self: &Arc<Self>, policy: Policy) -> Result<(), ApplyError> {
         let gw = self.clone();
-        tokio::task::spawn_blocking(move || gw.install_policy(policy))
+        tokio::task::spawn_blocking(move || gw.apply_policy(policy))
             .await
             .map_err(|e| ApplyError::Invalid(format!("policy install task failed: {e}")))?
             .map_err(|e| ApplyError::Invalid(format!("{e:#}")))
@@ -435,32 +434,42 @@ impl Gateway {
         Ok(())
     }
 
-    /// For each service of the catalog, how its effective settings differ
-    /// between the policy texts `before` and `after` (services without a
-    /// change are left out; the entry `*` holds the settings that apply to
-    /// every service).
+    /// For each service of the catalog, how its effective settings (after
+    /// scope precedence, [`crate::policy::explain`]) differ between the
+    /// policy texts `before` and `after`; services without a change are
+    /// left out, and the entry `*` holds the global settings. An empty or
+    /// unparseable `before` counts as no policy.
     pub async fn policy_changes(
         &self,
         before: &str,
         after: &str,
     ) -> anyhow::Result<Vec<ServiceChanges>> {
-        let before: Value = serde_yaml::from_str(before)?;
-        let after: Value = serde_yaml::from_str(after)?;
+        let base = plugin_dir();
+        let before = Policy::parse_with_base(before, "the policy in force", &base).ok();
+        let after = Policy::parse_with_base(after, "the new policy", &base)?;
         let snapshot = self.store.load_snapshot().await?;
-        let mut names: Vec<String> = vec!["*".to_string()];
-        names.extend(
-            snapshot
-                .services
-                .iter()
-                .map(|s| format!("{}/v{}", s.entity_code, s.version)),
-        );
+        let mut scopes = vec![ServiceScope {
+            entity: "*".into(),
+            code: "*".into(),
+            version: 0,
+            category: String::new(),
+        }];
+        scopes.extend(snapshot.services.iter().map(ServiceScope::from));
         let mut out = Vec::new();
-        for name in names {
+        for scope in scopes {
+            let name = if scope.entity == "*" {
+                "*".to_string()
+            } else {
+                scope.route_name()
+            };
             let mut changes = Vec::new();
             diff_values(
                 "",
-                Some(&effective_settings(&before, &name)),
-                Some(&effective_settings(&after, &name)),
+                before
+                    .as_ref()
+                    .map(|p| effective_settings(p, &scope, &name))
+                    .as_ref(),
+                Some(&effective_settings(&after, &scope, &name)),
                 &mut changes,
             );
             if !changes.is_empty() {
@@ -474,60 +483,56 @@ impl Gateway {
     }
 }
 
-/// The settings of a policy document that apply to `service` (`*`: to any
-/// service): everything global, and the plugin bindings and contingency
-/// that name it.
-fn effective_settings(policy: &Value, service: &str) -> Value {
-    let mut out = BTreeMap::new();
-    if let Value::Object(map) = policy {
-        for (key, value) in map {
-            match key.as_str() {
-                "plugins" => {
-                    let chain: Vec<Value> = value
-                        .as_array()
-                        .map(|bindings| {
-                            bindings
-                                .iter()
-                                .filter(|b| binding_applies(b, service))
-                                .map(|b| {
-                                    let mut b = b.clone();
-                                    if let Value::Object(m) = &mut b {
-                                        m.remove("services");
-                                    }
-                                    b
-                                })
-                                .collect()
-                        })
-                        .unwrap_or_default();
-                    out.insert(key.clone(), Value::Array(chain));
-                }
-                "store_and_forward" => {
-                    let applies = value
-                        .get("services")
-                        .and_then(Value::as_array)
-                        .is_some_and(|s| s.iter().any(|s| s.as_str() == Some(service)));
-                    if applies {
-                        let mut v = value.clone();
-                        if let Value::Object(m) = &mut v {
-                            m.remove("services");
-                        }
-                        out.insert(key.clone(), v);
-                    }
-                }
-                _ => {
-                    out.insert(key.clone(), value.clone());
-                }
-            }
+/// The effective settings of `policy` for one service as plain values: the
+/// explained settings without their origins, the plugin chain, and the
+/// store-and-forward settings when they apply.
+fn effective_settings(policy: &Policy, scope: &ServiceScope, name: &str) -> Value {
+    let explained = explain(policy, scope);
+    let mut out = match strip_origins(explained.settings) {
+        Value::Object(map) => map,
+        other => {
+            let mut map = serde_json::Map::new();
+            map.insert("settings".into(), other);
+            map
+        }
+    };
+    out.insert(
+        "plugins".into(),
+        strip_origins(serde_json::to_value(&explained.plugins).unwrap_or(Value::Null)),
+    );
+    if let Some(sf) = &policy.store_and_forward {
+        if sf.services.iter().any(|s| s == name) {
+            out.insert(
+                "store_and_forward".into(),
+                serde_json::json!({
+                    "methods": sf.methods,
+                    "max_body_bytes": sf.max_body_bytes,
+                    "retry_initial_ms": sf.retry_initial_ms,
+                    "retry_max_ms": sf.retry_max_ms,
+                }),
+            );
         }
     }
-    serde_json::to_value(out).unwrap_or(Value::Null)
+    Value::Object(out)
 }
 
-fn binding_applies(binding: &Value, service: &str) -> bool {
-    match binding.get("services").and_then(Value::as_array) {
-        None => true,
-        Some(list) if list.is_empty() => true,
-        Some(list) => service != "*" && list.iter().any(|s| s.as_str() == Some(service)),
+/// Drops where each setting came from: `{"value": v, "from": s}` becomes
+/// `v`, and `from` members go. Only what is in force is compared.
+fn strip_origins(value: Value) -> Value {
+    match value {
+        Value::Object(mut map) => {
+            map.remove("from");
+            if map.len() == 1 && map.contains_key("value") {
+                return strip_origins(map.remove("value").unwrap_or(Value::Null));
+            }
+            Value::Object(
+                map.into_iter()
+                    .map(|(k, v)| (k, strip_origins(v)))
+                    .collect(),
+            )
+        }
+        Value::Array(items) => Value::Array(items.into_iter().map(strip_origins).collect()),
+        other => other,
     }
 }
 

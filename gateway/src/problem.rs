@@ -52,6 +52,12 @@ pub enum Problem {
     NoHealthyUpstream,
     /// The consumer exceeded its rate limit for the service.
     RateLimited,
+    /// The consumer spent its daily or monthly quota for the service.
+    QuotaExhausted,
+    /// The request body breaks the service's contract (its OpenAPI schema).
+    InvalidRequestBody,
+    /// The upstream's answer breaks the service's contract.
+    InvalidUpstreamResponse,
     /// A plugin on the service's chain failed (trap, time or memory limit,
     /// broken contract) and its policy fails closed.
     PluginFailed,
@@ -159,6 +165,21 @@ impl Problem {
                 "rate-limited",
                 "Demasiadas solicitudes / Too many requests",
             ),
+            QuotaExhausted => (
+                429,
+                "quota-exhausted",
+                "Cuota del periodo agotada / Quota exhausted for this period",
+            ),
+            InvalidRequestBody => (
+                400,
+                "invalid-request-body",
+                "El cuerpo no cumple el contrato del servicio / Request body breaks the service contract",
+            ),
+            InvalidUpstreamResponse => (
+                502,
+                "invalid-upstream-response",
+                "La respuesta del servicio no cumple su contrato / Upstream answer breaks the service contract",
+            ),
             PluginFailed => (
                 500,
                 "plugin-failed",
@@ -227,6 +248,48 @@ struct Body<'a> {
     status: u16,
     detail: &'a str,
     request_id: &'a str,
+}
+
+/// Renders the JSON body of a problem with extension members (RFC 9457
+/// §3.2), such as the failing JSON `pointer` of a contract violation.
+pub fn body_with(
+    problem: Problem,
+    detail: &str,
+    request_id: &str,
+    members: &[(&'static str, serde_json::Value)],
+) -> Bytes {
+    let (status, _, title) = problem.parts();
+    let mut doc = serde_json::json!({
+        "type": problem.type_uri(),
+        "title": title,
+        "status": status,
+        "detail": detail,
+        "request_id": request_id,
+    });
+    if let Some(map) = doc.as_object_mut() {
+        for (name, value) in members {
+            map.insert((*name).to_string(), value.clone());
+        }
+    }
+    Bytes::from(doc.to_string())
+}
+
+/// Writes a problem answer with extension members and extra header fields.
+pub async fn respond_with_members(
+    session: &mut Session,
+    problem: Problem,
+    detail: &str,
+    request_id: &str,
+    members: &[(&'static str, serde_json::Value)],
+) -> pingora_error::Result<()> {
+    let body = body_with(problem, detail, request_id, members);
+    let resp = header(problem, body.len(), request_id)?;
+    if !session.is_body_empty() && !session.is_body_done() {
+        session.set_keepalive(None);
+    }
+    session.write_response_header(Box::new(resp), false).await?;
+    session.write_response_body(Some(body), true).await?;
+    Ok(())
 }
 
 /// Renders the JSON body of a problem.
@@ -327,6 +390,9 @@ mod tests {
             UpstreamTimeout,
             NoHealthyUpstream,
             RateLimited,
+            QuotaExhausted,
+            InvalidRequestBody,
+            InvalidUpstreamResponse,
             PluginFailed,
             PluginUnavailable,
             Internal,

@@ -6,6 +6,7 @@
 //! one RFC 9457 answer.
 
 use crate::deferred;
+use crate::effective::{PolicyTable, ServicePolicy};
 use crate::path::{self, Parsed};
 use crate::plugin::{CallContext, Phase, RequestContext};
 use crate::policy::Policy;
@@ -25,6 +26,8 @@ use pingora_proxy::{FailToProxy, ProxyHttp, Session};
 use rand::RngCore;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
+
+mod filters;
 
 /// Request headers that only concern one hop, plus those a client must not
 /// be able to forge towards the upstream.
@@ -74,11 +77,28 @@ pub struct Routed {
     upstream_path: String,
 }
 
+/// An answer being collected for the response cache.
+struct CacheFill {
+    status: u16,
+    headers: Vec<(http::HeaderName, http::HeaderValue)>,
+    body: bytes::BytesMut,
+    max: usize,
+    complete: bool,
+}
+
 /// Per-request state.
 pub struct RequestCtx {
     request_id: String,
     started: Instant,
+    /// The policy resolved per service, loaded once for the whole request.
+    table: Arc<PolicyTable>,
     policy: Arc<Policy>,
+    /// The routed service's effective policy.
+    svc: Option<Arc<ServicePolicy>>,
+    /// The response cache key, when the answer may be cached.
+    cache_key: Option<String>,
+    /// The answer being collected for the cache.
+    cache_fill: Option<CacheFill>,
     routed: Option<Routed>,
     /// The cause to answer with if the request fails now.
     problem: Option<(Problem, String)>,
@@ -189,8 +209,11 @@ impl ChasquiProxy {
         ctx: &mut RequestCtx,
         max: usize,
     ) -> Result<bool> {
-        let max = max
-            .min(usize::try_from(ctx.policy.limits.max_request_body_bytes).unwrap_or(usize::MAX));
+        if ctx.prebuffered.is_some() {
+            // Already read whole (for contract validation).
+            return Ok(false);
+        }
+        let max = max.min(usize::try_from(body_limit(ctx)).unwrap_or(usize::MAX));
         // Pingora replays this buffer to the upstream (and on retries).
         session.as_mut().enable_retry_buffering();
         let mut body = bytes::BytesMut::new();
@@ -411,10 +434,15 @@ impl ProxyHttp for ChasquiProxy {
     fn init_downstream_modules(&self, _modules: &mut pingora_core::modules::http::HttpModules) {}
 
     fn new_ctx(&self) -> RequestCtx {
+        let table = self.gw.table.load_full();
         RequestCtx {
             request_id: new_request_id(),
             started: Instant::now(),
-            policy: self.gw.policy.load_full(),
+            policy: table.policy.clone(),
+            table,
+            svc: None,
+            cache_key: None,
+            cache_fill: None,
             routed: None,
             problem: None,
             tried: Vec::new(),
@@ -434,7 +462,9 @@ impl ProxyHttp for ChasquiProxy {
     }
 
     async fn request_filter(&self, session: &mut Session, ctx: &mut RequestCtx) -> Result<bool> {
-        let limits = &ctx.policy.limits;
+        // Before routing, the loosest limits of any scope: the service's own
+        // are checked once it is known.
+        let limits = &ctx.table.loosest;
         let req = session.req_header();
         if req.headers.len() > limits.max_request_headers
             || head_size(req) > limits.max_request_header_bytes
@@ -536,7 +566,35 @@ impl ProxyHttp for ChasquiProxy {
             upstream_path.push('?');
             upstream_path.push_str(&q);
         }
-        if let Some(limits) = self.gw.rate_limits.load().as_ref() {
+        let svc = ctx
+            .table
+            .service(service.id)
+            .unwrap_or_else(|| ctx.table.fallback())
+            .clone();
+        ctx.svc = Some(svc.clone());
+        let limits = &svc.settings.limits;
+        let req = session.req_header();
+        if req.headers.len() > limits.max_request_headers
+            || head_size(req) > limits.max_request_header_bytes
+        {
+            let detail = format!(
+                "a request to {} is limited to {} bytes and {} fields of head",
+                service.route_name, limits.max_request_header_bytes, limits.max_request_headers
+            );
+            return self
+                .answer(session, ctx, Problem::HeadersTooLarge, &detail)
+                .await;
+        }
+        if declared_len.is_some_and(|n| n > limits.max_request_body_bytes) {
+            let detail = format!(
+                "a request body to {} is limited to {} bytes",
+                service.route_name, limits.max_request_body_bytes
+            );
+            return self
+                .answer(session, ctx, Problem::PayloadTooLarge, &detail)
+                .await;
+        }
+        if let Some(limits) = svc.rate.as_ref() {
             if let Err(refusal) = limits.check(consumer.consumer_id, service.id) {
                 let detail = format!(
                     "{}/{} is over its rate limit for {}; retry in {} s",
@@ -562,6 +620,50 @@ impl ProxyHttp for ChasquiProxy {
                 return Ok(true);
             }
         }
+        if let Err(refusal) = self.gw.quotas.admit(
+            consumer.consumer_id,
+            service.id,
+            &svc.settings.quota,
+            chasqui_catalog::model::now_unix(),
+        ) {
+            let detail = format!(
+                "{}/{} spent its {} quota of {} requests to {}; it renews in {} s",
+                consumer.entity_code,
+                consumer.consumer_code,
+                if refusal.period == "day" {
+                    "daily"
+                } else {
+                    "monthly"
+                },
+                refusal.limit,
+                service.route_name,
+                refusal.retry_after_secs
+            );
+            ctx.problem = Some((Problem::QuotaExhausted, detail.clone()));
+            let extra = [
+                ("retry-after", refusal.retry_after_secs.to_string()),
+                ("ratelimit-policy", refusal.policy_header),
+                ("ratelimit", refusal.limit_header),
+            ];
+            problem::respond_with_headers(
+                session,
+                Problem::QuotaExhausted,
+                &detail,
+                &ctx.request_id,
+                &extra,
+            )
+            .await?;
+            return Ok(true);
+        }
+        if let Some(why) = &svc.broken {
+            let detail = format!(
+                "the plugin chain of {} is unavailable: {why}",
+                service.route_name
+            );
+            return self
+                .answer(session, ctx, Problem::PluginFailed, &detail)
+                .await;
+        }
 
         // Identity fields are the gateway's to set: drop any the client sent
         // before plugins run (plugins may then set their own).
@@ -585,7 +687,11 @@ impl ProxyHttp for ChasquiProxy {
             consumer: consumer.clone(),
             upstream_path,
         });
-        let chain = self.gw.plugins.load().chain_for(&service.route_name);
+        let chain = match ctx.table.service(service.id) {
+            Some(known) => known.chain.clone(),
+            // A service newer than the table: the global chain, never none.
+            None => ctx.table.plugins.chain_for(&service.route_name),
+        };
         if let Some(chain) = chain {
             let context = CallContext {
                 request: RequestContext {
@@ -618,6 +724,9 @@ impl ProxyHttp for ChasquiProxy {
                     return self.answer(session, ctx, problem, &detail).await
                 }
             }
+        }
+        if self.contract_and_cache(session, ctx).await? {
+            return Ok(true);
         }
         let deferrable =
             ctx.policy.store_and_forward.as_ref().is_some_and(|p| {
@@ -659,7 +768,7 @@ impl ProxyHttp for ChasquiProxy {
         }
         if let Some(chunk) = body {
             ctx.body_bytes += chunk.len() as u64;
-            let max = ctx.policy.limits.max_request_body_bytes;
+            let max = body_limit(ctx);
             if ctx.body_bytes > max {
                 return Err(fail(
                     ctx,
@@ -716,17 +825,20 @@ impl ProxyHttp for ChasquiProxy {
         };
         ctx.tried.push(index);
         let backend = &pool.backends[index];
-        let policy = &ctx.policy;
+        let up = upstream_settings(ctx);
         let mut peer = HttpPeer::new(backend.addr, backend.tls, backend.sni.clone());
+        // The catalog's per-environment timeouts win over policy.
         let connect_timeout = pool
             .connect_timeout
-            .unwrap_or_else(|| policy.connect_timeout());
+            .unwrap_or(Duration::from_millis(up.connect_timeout_ms));
         peer.options.connection_timeout = Some(connect_timeout);
         peer.options.total_connection_timeout = Some(connect_timeout);
-        peer.options.read_timeout =
-            Some(pool.read_timeout.unwrap_or_else(|| policy.read_timeout()));
-        peer.options.write_timeout = Some(Duration::from_millis(policy.upstream.write_timeout_ms));
-        peer.options.idle_timeout = Some(Duration::from_millis(policy.upstream.idle_timeout_ms));
+        peer.options.read_timeout = Some(
+            pool.read_timeout
+                .unwrap_or(Duration::from_millis(up.read_timeout_ms)),
+        );
+        peer.options.write_timeout = Some(Duration::from_millis(up.write_timeout_ms));
+        peer.options.idle_timeout = Some(Duration::from_millis(up.idle_timeout_ms));
         peer.options.ca = pool.ca.clone();
         // Pooled connections are shared only within one service environment:
         // the pool key does not cover the trusted CA, and a connection
@@ -865,6 +977,33 @@ impl ProxyHttp for ChasquiProxy {
                 }
             }
         }
+        if let Some(svc) = ctx.svc.as_ref().filter(|_| ctx.cache_key.is_some()) {
+            let cache = &svc.settings.cache;
+            let declared = response
+                .headers
+                .get(http::header::CONTENT_LENGTH)
+                .and_then(|v| v.to_str().ok())
+                .and_then(|v| v.parse::<usize>().ok());
+            let storable = response.status.as_u16() == 200
+                && (cache.allow_personalised
+                    || !crate::respcache::uncacheable_response(&response.headers))
+                && declared.is_none_or(|n| n <= cache.max_entry_bytes);
+            if storable {
+                ctx.cache_fill = Some(CacheFill {
+                    status: 200,
+                    headers: response
+                        .headers
+                        .iter()
+                        .filter(|(k, _)| crate::respcache::replayable(k))
+                        .map(|(k, v)| (k.clone(), v.clone()))
+                        .collect(),
+                    body: bytes::BytesMut::new(),
+                    max: cache.max_entry_bytes,
+                    complete: false,
+                });
+            }
+            response.insert_header("x-cache", "miss")?;
+        }
         response.insert_header("x-request-id", ctx.request_id.as_str())?;
         Ok(())
     }
@@ -876,22 +1015,40 @@ impl ProxyHttp for ChasquiProxy {
         end_of_stream: bool,
         ctx: &mut RequestCtx,
     ) -> Result<Option<Duration>> {
-        let Some(run) = ctx.plugins.as_mut() else {
-            return Ok(None);
-        };
-        if run.replacement_body.is_none() && !run.handles(Phase::ResponseBody) {
-            return Ok(None);
+        if let Some(run) = ctx.plugins.as_mut() {
+            if run.replacement_body.is_some() || run.handles(Phase::ResponseBody) {
+                match run.response_body(body, end_of_stream) {
+                    Outcome::Continue => {}
+                    // The response has begun: the only honest thing left is to abort it.
+                    Outcome::Answer(_) => {
+                        return Err(fail(
+                            ctx,
+                            Problem::PluginFailed,
+                            "a plugin answered after the response began",
+                        ))
+                    }
+                    Outcome::Fail(problem, detail) => return Err(fail(ctx, problem, detail)),
+                }
+                if run.replacement_body.is_some() {
+                    // A plugin's own answer is not the service's: not cached.
+                    ctx.cache_fill = None;
+                }
+            }
         }
-        match run.response_body(body, end_of_stream) {
-            Outcome::Continue => Ok(None),
-            // The response has begun: the only honest thing left is to abort it.
-            Outcome::Answer(_) => Err(fail(
-                ctx,
-                Problem::PluginFailed,
-                "a plugin answered after the response began",
-            )),
-            Outcome::Fail(problem, detail) => Err(fail(ctx, problem, detail)),
+        // The cache keeps what the client gets, after the plugins.
+        if let Some(fill) = ctx.cache_fill.as_mut() {
+            if let Some(chunk) = body.as_ref() {
+                if fill.body.len() + chunk.len() > fill.max {
+                    ctx.cache_fill = None;
+                    return Ok(None);
+                }
+                fill.body.extend_from_slice(chunk);
+            }
+            if end_of_stream {
+                fill.complete = true;
+            }
         }
+        Ok(None)
     }
 
     fn fail_to_connect(
@@ -919,7 +1076,7 @@ impl ProxyHttp for ChasquiProxy {
             ),
         };
         // Nothing was sent, so any method may go to another upstream.
-        let retry = ctx.tried.len() <= usize::from(ctx.policy.upstream.retries)
+        let retry = ctx.tried.len() <= usize::from(upstream_settings(ctx).retries)
             && routed.pool.has_candidate(&ctx.tried);
         ctx.problem = Some((problem, detail));
         e.set_retry(retry);
@@ -941,7 +1098,7 @@ impl ProxyHttp for ChasquiProxy {
         };
         let retry = session.req_header().method.is_idempotent()
             && !session.as_ref().retry_buffer_truncated()
-            && ctx.tried.len() <= usize::from(ctx.policy.upstream.retries)
+            && ctx.tried.len() <= usize::from(upstream_settings(ctx).retries)
             && routed.pool.has_candidate(&ctx.tried);
         if ctx.problem.is_none() || retry {
             let problem = classify(&e).unwrap_or(Problem::UpstreamError);
@@ -1053,6 +1210,21 @@ impl ProxyHttp for ChasquiProxy {
     }
 
     async fn logging(&self, session: &mut Session, e: Option<&Error>, ctx: &mut RequestCtx) {
+        if let (Some(key), Some(fill)) = (ctx.cache_key.take(), ctx.cache_fill.take()) {
+            let ttl = ctx.svc.as_ref().map_or(0, |s| s.settings.cache.ttl_ms);
+            if fill.complete && e.is_none() && ttl > 0 {
+                ctx.table
+                    .cache
+                    .put(
+                        key,
+                        fill.status,
+                        fill.headers,
+                        fill.body.freeze(),
+                        Duration::from_millis(ttl),
+                    )
+                    .await;
+            }
+        }
         self.gw.metrics.record(
             ctx.routed
                 .as_ref()
@@ -1209,4 +1381,28 @@ fn deferred_headers(
         ("x-request-id".into(), request_id.to_string()),
     ]);
     headers
+}
+
+/// The request body limit of the routed service (the global one before
+/// routing).
+fn body_limit(ctx: &RequestCtx) -> u64 {
+    ctx.svc
+        .as_ref()
+        .map_or(ctx.policy.limits.max_request_body_bytes, |s| {
+            s.settings.limits.max_request_body_bytes
+        })
+}
+
+/// The upstream settings of the routed service.
+fn upstream_settings(ctx: &RequestCtx) -> crate::policy::scope::ServiceUpstream {
+    match ctx.svc.as_ref() {
+        Some(s) => s.settings.upstream.clone(),
+        None => crate::policy::scope::ServiceUpstream {
+            connect_timeout_ms: ctx.policy.upstream.connect_timeout_ms,
+            read_timeout_ms: ctx.policy.upstream.read_timeout_ms,
+            write_timeout_ms: ctx.policy.upstream.write_timeout_ms,
+            idle_timeout_ms: ctx.policy.upstream.idle_timeout_ms,
+            retries: ctx.policy.upstream.retries,
+        },
+    }
 }

@@ -40,6 +40,14 @@ impl RateLimits {
         })
     }
 
+    /// A limiter for effective settings, or `None` when they set no limit.
+    pub fn from_settings(s: &crate::policy::scope::RateLimitSettings) -> Option<RateLimits> {
+        Self::new(Some(&RateLimitPolicy {
+            requests_per_second: s.requests_per_second,
+            burst: s.burst,
+        }))
+    }
+
     /// Admits or refuses one request of `consumer` to `service`.
     pub fn check(&self, consumer: i64, service: i64) -> Result<(), Refusal> {
         self.limiter

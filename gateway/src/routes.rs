@@ -20,6 +20,8 @@ pub struct ServiceEntry {
     pub code: String,
     /// Major version.
     pub version: u32,
+    /// Catalog category (canonical name), for policy scopes.
+    pub category: String,
     /// `entity/v{n}`, for headers and logs.
     pub route_name: String,
     pools: [Option<Arc<UpstreamPool>>; 2],
@@ -67,6 +69,11 @@ impl RouteTable {
     /// Whether a consumer holds an active grant for a service in an environment.
     pub fn granted(&self, consumer_id: i64, service_id: i64, env: Environment) -> bool {
         self.grants.contains(&(consumer_id, service_id, env))
+    }
+
+    /// Every routable service.
+    pub fn services(&self) -> impl Iterator<Item = &Arc<ServiceEntry>> {
+        self.services.values().flatten().map(|(_, s)| s)
     }
 
     /// Every pool, for the health checker.
@@ -125,6 +132,7 @@ pub async fn build(snapshot: &Snapshot, health: &HealthRegistry) -> RouteTable {
             entity_code: s.entity_code.clone(),
             code: s.code.clone(),
             version: s.version,
+            category: s.category.clone(),
             route_name: format!("{}/v{}", s.entity_code, s.version),
             pools,
         };

@@ -243,6 +243,8 @@ fn spawn_drain_watch(gw: Arc<Gateway>, deadline: Duration, control: tokio::runti
                     tracing::warn!(error = %e, "final fee flush failed");
                 }
                 gw.records.flush().await;
+                // Quota counts survive a graceful stop exactly.
+                gw.quotas.flush(&gw.store).await;
                 gw.store.close().await;
             });
             std::process::exit(0);

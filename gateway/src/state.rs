@@ -3,14 +3,15 @@
 
 use crate::auth::TokenCache;
 use crate::deferred::Deferrals;
+use crate::effective::{Documents, PolicyTable};
 use crate::ledger::Ledger;
 use crate::platform::Platform;
 use crate::plugin::chain::PluginSet;
 use crate::plugin::PluginEngine;
 use crate::policy::Policy;
-use crate::ratelimit::RateLimits;
+use crate::quota::Quotas;
 use crate::routes::{self, HealthRegistry, RouteTable};
-use arc_swap::{ArcSwap, ArcSwapOption};
+use arc_swap::ArcSwap;
 use chasqui_catalog::Store;
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
@@ -50,8 +51,14 @@ pub struct Gateway {
     engine: OnceLock<Arc<PluginEngine>>,
     /// The audit ledger.
     pub ledger: Arc<Ledger>,
-    /// The rate limiter of the current policy, if it sets one.
-    pub rate_limits: ArcSwapOption<RateLimits>,
+    /// The current policy resolved per service (settings, chains, rate
+    /// limiters, contracts, cache), swapped with the policy and refreshed
+    /// with the catalog.
+    pub table: ArcSwap<PolicyTable>,
+    /// Quota counters (per consumer × service, day and month).
+    pub quotas: Arc<Quotas>,
+    /// Services' OpenAPI documents, for contract validation.
+    documents: ArcSwap<Documents>,
     /// Requests kept by store-and-forward.
     pub deferred: Arc<Deferrals>,
     /// Incidents and fees reported by plugins.
@@ -144,27 +151,38 @@ impl Gateway {
             &store,
             &Handle::current(),
         )?;
-        let policy_rate_limit = policy.rate_limit.clone();
         let health = HealthRegistry::default();
         let snapshot = store.load_snapshot().await?;
         let table = routes::build(&snapshot, &health).await;
+        let documents = load_documents(&store).await?;
+        let quotas = Arc::new(Quotas::load(&store, chasqui_catalog::model::now_unix()).await?);
+        let policy = Arc::new(policy);
+        let plugins = Arc::new(plugins);
+        let resolved = PolicyTable::build(
+            policy.clone(),
+            plugins.clone(),
+            &table,
+            &documents,
+            None,
+            true,
+        )?;
         let gateway = Gateway {
             routes: ArcSwap::from_pointee(table),
             tokens: TokenCache::new(store.clone(), Handle::current()),
-            policy: ArcSwap::from_pointee(policy),
+            policy: ArcSwap::new(policy),
             health,
             store,
             control: Handle::current(),
             lifecycle: Arc::new(Lifecycle::default()),
             access_log,
-            plugins: ArcSwap::from_pointee(plugins),
+            plugins: ArcSwap::new(plugins),
             policy_path,
             plugin_cache,
             engine,
             ledger,
-            rate_limits: ArcSwapOption::new(
-                RateLimits::new(policy_rate_limit.as_ref()).map(Arc::new),
-            ),
+            table: ArcSwap::from_pointee(resolved),
+            quotas,
+            documents: ArcSwap::from_pointee(documents),
             deferred,
             platform,
             metrics: crate::metrics::Metrics::new(),
@@ -174,36 +192,51 @@ impl Gateway {
         Ok(Arc::new(gateway))
     }
 
-    /// Loads `policy`'s plugins, then swaps both in at once. Requests in
-    /// flight finish with the policy and plugins they started with; on any
-    /// error nothing changes and the error is returned. Blocking: plugins
-    /// may need compiling. Versions and sources are handled by
-    /// [`crate::policy_versions`].
-    pub fn install_policy(&self, policy: Policy) -> anyhow::Result<()> {
-        let plugins = self.load_policy_plugins(&policy)?;
-        self.plugins.store(Arc::new(plugins));
-        self.rate_limits
-            .store(RateLimits::new(policy.rate_limit.as_ref()).map(Arc::new));
-        self.policy.store(Arc::new(policy));
+    /// Validates `policy` completely (plugins loaded, every service
+    /// resolved), then swaps it in atomically. Requests in flight finish
+    /// with the policy and chains they started with; on any error nothing
+    /// changes. Blocking: plugins may need compiling. Versions and sources
+    /// are handled by [`crate::policy_versions`].
+    pub fn apply_policy(&self, policy: Policy) -> anyhow::Result<()> {
+        let (policy, plugins, resolved) = self.prepare_policy(policy)?;
+        // One swap decides what new requests see: they read the policy and
+        // chains from the table.
+        self.table.store(Arc::new(resolved));
+        self.plugins.store(plugins);
+        self.policy.store(policy);
         Ok(())
     }
 
-    /// Loads `policy`'s plugins without installing them: the check a dry
-    /// run makes. Blocking.
-    pub fn check_policy_plugins(&self, policy: &Policy) -> anyhow::Result<()> {
-        self.load_policy_plugins(policy).map(drop)
+    /// Everything [`Gateway::apply_policy`] checks, without swapping: the
+    /// validation of a dry run. Blocking.
+    pub fn check_policy(&self, policy: Policy) -> anyhow::Result<()> {
+        self.prepare_policy(policy).map(drop)
     }
 
-    fn load_policy_plugins(&self, policy: &Policy) -> anyhow::Result<PluginSet> {
-        load_plugins(
+    fn prepare_policy(
+        &self,
+        policy: Policy,
+    ) -> anyhow::Result<(Arc<Policy>, Arc<PluginSet>, PolicyTable)> {
+        let plugins = Arc::new(load_plugins(
             &self.engine,
             &self.plugin_cache,
-            policy,
+            &policy,
             &self.ledger,
             &self.platform,
             &self.store,
             &self.control,
-        )
+        )?);
+        let policy = Arc::new(policy);
+        let previous = self.table.load_full();
+        let resolved = PolicyTable::build(
+            policy.clone(),
+            plugins.clone(),
+            &self.routes.load(),
+            &self.documents.load(),
+            Some(&previous),
+            true,
+        )?;
+        Ok((policy, plugins, resolved))
     }
 
     /// Reloads the route table if the catalog changed; returns whether it did.
@@ -218,6 +251,22 @@ impl Gateway {
         // either the old table with old tokens or fresh lookups.
         self.routes.store(Arc::new(table));
         self.tokens.invalidate_all();
+        match load_documents(&self.store).await {
+            Ok(documents) => self.documents.store(Arc::new(documents)),
+            Err(e) => {
+                tracing::warn!(error = %e, "cannot read the services' contracts; keeping the previous ones")
+            }
+        }
+        let previous = self.table.load_full();
+        let resolved = PolicyTable::build(
+            previous.policy.clone(),
+            previous.plugins.clone(),
+            &self.routes.load(),
+            &self.documents.load(),
+            Some(&previous),
+            false,
+        )?;
+        self.table.store(Arc::new(resolved));
         tracing::info!(seq = snapshot.seq, "catalog reloaded");
         // The change may be a new policy version applied through another
         // node: follow it (after the routes, so that a revocation never
@@ -253,9 +302,17 @@ impl Gateway {
         self.control.spawn(async move {
             loop {
                 tokio::time::sleep(Duration::from_secs(60)).await;
-                if let Some(limits) = gw.rate_limits.load_full() {
-                    limits.prune();
-                }
+                gw.table.load().prune();
+                gw.quotas
+                    .prune(&gw.store, chasqui_catalog::model::now_unix())
+                    .await;
+            }
+        });
+        let gw = self.clone();
+        self.control.spawn(async move {
+            loop {
+                tokio::time::sleep(crate::quota::QUOTA_FLUSH).await;
+                gw.quotas.flush(&gw.store).await;
             }
         });
         let gw = self.clone();
@@ -314,7 +371,13 @@ fn load_plugins(
     store: &Store,
     control: &Handle,
 ) -> anyhow::Result<PluginSet> {
-    if policy.plugins.is_empty() {
+    let scoped = policy
+        .categories
+        .values()
+        .chain(policy.publishers.values())
+        .chain(policy.services.values())
+        .any(|s| s.plugins.iter().any(|p| p.component.is_some()));
+    if policy.plugins.is_empty() && !scoped {
         return Ok(PluginSet::default());
     }
     let engine = match engine.get() {
@@ -331,4 +394,20 @@ fn load_plugins(
         }
     };
     Ok(PluginSet::load(&engine, policy)?)
+}
+
+/// Every stored OpenAPI document, parsed; unparsable ones are left out.
+async fn load_documents(store: &Store) -> anyhow::Result<Documents> {
+    let mut out = Documents::new();
+    for (id, text) in store.openapi_documents().await? {
+        match serde_json::from_str(&text) {
+            Ok(doc) => {
+                out.insert(id, Arc::new(doc));
+            }
+            Err(e) => {
+                tracing::warn!(service_id = id, error = %e, "stored OpenAPI document is not JSON")
+            }
+        }
+    }
+    Ok(out)
 }

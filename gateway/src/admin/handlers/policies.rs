@@ -363,7 +363,7 @@ async fn apply_text(
     if dry_run {
         let policy = parse_for(&text, "the submitted policy", &origin.author).map_err(invalid)?;
         let gw = state.gateway.clone();
-        tokio::task::spawn_blocking(move || gw.check_policy_plugins(&policy))
+        tokio::task::spawn_blocking(move || gw.check_policy(policy))
             .await
             .map_err(|e| ApiError::internal(&e))?
             .map_err(|e| ApiError::new(Problem::Validation, format!("{e:#}")))?;

@@ -1,0 +1,20 @@
+-- Quota usage per consumer system x service and period (issue 5). The
+-- gateway counts in memory and writes the counters here in batches (every
+-- second, and at shutdown); at start it loads the current periods back, so a
+-- restart loses at most one flush interval of counting.
+CREATE TABLE quota_usage (
+    consumer_id     INTEGER NOT NULL,
+    service_id      INTEGER NOT NULL,
+    -- 'day' or 'month' (Bolivian time, UTC-4)
+    period          TEXT    NOT NULL,
+    -- Unix seconds of the period's start
+    period_start    INTEGER NOT NULL,
+    used            INTEGER NOT NULL,
+    updated_at      INTEGER NOT NULL,
+    PRIMARY KEY (consumer_id, service_id, period, period_start)
+);
+
+-- A new or changed OpenAPI document changes what contract validation checks:
+-- let gateways see it as a catalog change.
+CREATE TRIGGER service_sheets_changed_i AFTER INSERT ON service_sheets BEGIN INSERT INTO catalog_changes (subject) VALUES ('service_sheets'); END;
+CREATE TRIGGER service_sheets_changed_u AFTER UPDATE ON service_sheets BEGIN INSERT INTO catalog_changes (subject) VALUES ('service_sheets'); END;
