@@ -20,6 +20,7 @@ pub mod principals;
 pub mod procedures;
 pub mod store;
 pub mod token;
+pub mod usage;
 
 pub use model::{Category, Environment, TokenRecord};
 pub use store::{Snapshot, Store, StoreError};

@@ -60,6 +60,24 @@ pub struct Gateway {
     pub metrics: crate::metrics::Metrics,
     /// The operational record of every request.
     pub records: Arc<crate::oprecords::Recorder>,
+    /// Whether operational records, usage aggregates and exchange entries
+    /// of the ledger are kept (off only to measure their cost).
+    pub metering: bool,
+    /// Whether answers wait for the commit of their exchange's ledger entry.
+    pub ledger_durability: crate::ledger::Durability,
+    /// The trace exporter.
+    pub telemetry: Arc<crate::telemetry::Telemetry>,
+}
+
+/// Observability settings of the data plane.
+#[derive(Debug, Clone, Default)]
+pub struct ObsSettings {
+    /// Operational records, usage aggregates and exchange ledger entries on.
+    pub metering: bool,
+    /// What a crash may lose of the exchanges in the ledger.
+    pub ledger_durability: crate::ledger::Durability,
+    /// OTLP/HTTP collector for traces, if any.
+    pub otlp_endpoint: Option<String>,
 }
 
 /// Readiness and draining.
@@ -122,7 +140,9 @@ impl Gateway {
         policy_path: Option<PathBuf>,
         plugin_cache: PathBuf,
         access_log: bool,
+        obs: ObsSettings,
     ) -> anyhow::Result<Arc<Gateway>> {
+        let telemetry = crate::telemetry::Telemetry::start(obs.otlp_endpoint.as_deref())?;
         let ledger = Ledger::open(
             store.pool().clone(),
             &plugin_cache.with_file_name("ledger-ed25519.pk8"),
@@ -167,6 +187,9 @@ impl Gateway {
             platform,
             metrics: crate::metrics::Metrics::new(),
             records,
+            metering: obs.metering,
+            ledger_durability: obs.ledger_durability,
+            telemetry,
         };
         Ok(Arc::new(gateway))
     }

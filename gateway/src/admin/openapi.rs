@@ -3,7 +3,7 @@
 
 use super::handlers::{
     audit, discovery, documents, entities, grants, incidents, metrics, principals, records,
-    requests, services, tokens,
+    requests, services, tokens, usage,
 };
 use axum::Json;
 use utoipa::openapi::security::{HttpAuthScheme, HttpBuilder, SecurityScheme};
@@ -29,6 +29,7 @@ use utoipa::{Modify, OpenApi};
         discovery::services, discovery::service, discovery::openapi, discovery::callable,
         incidents::list,
         records::list,
+        usage::usage, usage::usage_csv, usage::fees, usage::fees_csv,
         audit::list,
         metrics::scrape,
     ),

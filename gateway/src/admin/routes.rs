@@ -5,7 +5,7 @@
 use super::error::{finish, method_not_allowed, not_found};
 use super::handlers::{
     audit, discovery, documents, entities, grants, incidents, metrics, principals, records,
-    requests, services, tokens,
+    requests, services, tokens, usage,
 };
 use super::{openapi, AppState};
 use axum::http::Method;
@@ -66,6 +66,10 @@ pub fn table() -> Vec<Route> {
         route!(GET "/catalog/callable" => discovery::callable),
         route!(GET "/incidents" => incidents::list),
         route!(GET "/records" => records::list),
+        route!(GET "/usage" => usage::usage),
+        route!(GET "/usage.csv" => usage::usage_csv),
+        route!(GET "/fees" => usage::fees),
+        route!(GET "/fees.csv" => usage::fees_csv),
         route!(GET "/audit" => audit::list),
         route!(GET "/metrics" => metrics::scrape),
     ]
