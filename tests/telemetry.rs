@@ -96,7 +96,7 @@ fn policy() -> String {
   - name: misbehave
     component: {}
     config: {{mode: normal}}
-    capabilities: [log]
+    capabilities: [log, ledger]
     isolation: request
     failure: fail-closed
     limits: {{cpu_ms: 50, memory_bytes: 8388608}}
