@@ -268,9 +268,18 @@ async fn identity_reaches_the_upstream_and_the_token_does_not() {
     );
     assert_eq!(seen.header("host"), Some(up.addr.to_string().as_str()));
     assert_eq!(seen.header("x-custom"), Some("kept"));
-    assert_eq!(
-        seen.header("traceparent"),
-        Some("00-0af7651916cd43dd8448eb211c80319c-b7ad6b7169203331-01")
+    // The caller's trace goes on (same trace id and flags) under the
+    // gateway's own upstream span.
+    let traceparent = seen.header("traceparent").unwrap();
+    assert!(
+        traceparent.starts_with("00-0af7651916cd43dd8448eb211c80319c-")
+            && traceparent.ends_with("-01"),
+        "{traceparent}"
+    );
+    let parent = &traceparent[36..52];
+    assert!(
+        parent != "b7ad6b7169203331" && parent.bytes().all(|b| b.is_ascii_hexdigit()),
+        "{traceparent}"
     );
     assert_eq!(seen.header("x-request-id").map(str::len), Some(32));
 

@@ -211,7 +211,13 @@ async fn every_request_leaves_an_exact_operational_record() {
         assert_eq!(r["response_bytes"], e.response_bytes, "{r}");
         assert_eq!(r["plugin_outcome"], "", "{r}");
         assert_eq!(r["error_type"], e.error_type, "{r}");
-        assert!(r["trace_id"].is_null(), "{r}");
+        let trace = r["trace_id"]
+            .as_str()
+            .expect("a trace id, started when none was sent");
+        assert!(
+            trace.len() == 32 && trace.bytes().all(|b| b.is_ascii_hexdigit()),
+            "{r}"
+        );
         let received = r["received_at_us"].as_i64().unwrap();
         let answered = r["answered_at_us"].as_i64().unwrap();
         assert!(received >= started_us - 1_000_000, "{r}");

@@ -366,9 +366,11 @@ async fn plugin_evidence_reaches_the_ledger_and_verifies() {
             200
         );
         let seen = a.seen().pop().unwrap();
+        // Each call leaves two entries: the plugin's evidence, then the
+        // exchange itself when its answer is written.
         assert_eq!(
             seen.header("x-ledger-position"),
-            Some(i.to_string().as_str()),
+            Some((2 * i).to_string().as_str()),
             "{:?}",
             seen.headers
         );
@@ -380,7 +382,7 @@ async fn plugin_evidence_reaches_the_ledger_and_verifies() {
     let out = gw.cli(&["audit", "verify"]);
     let text = String::from_utf8_lossy(&out.stdout);
     assert!(out.status.success(), "{text}");
-    assert!(text.contains("3 entries"), "{text}");
+    assert!(text.contains("6 entries"), "{text}");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

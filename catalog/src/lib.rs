@@ -23,6 +23,7 @@ pub mod procedures;
 pub mod quotas;
 pub mod store;
 pub mod token;
+pub mod usage;
 
 pub use model::{Category, Environment, TokenRecord};
 pub use store::{Snapshot, Store, StoreError};

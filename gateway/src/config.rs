@@ -61,6 +61,22 @@ pub struct ServeArgs {
     /// Apply the policy file when it changes (true/false). Default true.
     #[arg(long, env = "CHASQUI_WATCH_POLICY")]
     pub watch_policy: Option<bool>,
+    /// `strict` (an answer waits for the commit of its exchange's ledger
+    /// entry: a crash loses no acknowledged exchange) or `batched` (a crash
+    /// may lose the last 50 ms of entries). Default `strict`.
+    #[arg(long, env = "CHASQUI_LEDGER_DURABILITY")]
+    pub ledger_durability: Option<String>,
+    /// Operational records, usage aggregates and the exchange entries of the
+    /// ledger (true/false). Default true; off only to measure their cost.
+    #[arg(long, env = "CHASQUI_METERING")]
+    pub metering: Option<bool>,
+    /// OTLP/HTTP collector (e.g. `http://127.0.0.1:4318`): traces are posted
+    /// to `<endpoint>/v1/traces` as JSON. Default: no export.
+    #[arg(long, env = "CHASQUI_OTLP_ENDPOINT")]
+    pub otlp_endpoint: Option<String>,
+    /// Log format, `text` or `json` (also the global `--log-format`).
+    #[arg(skip)]
+    pub log_format: Option<String>,
 }
 
 /// The configuration file; every key optional.
@@ -83,6 +99,10 @@ pub struct FileConfig {
     admin_listen: Option<String>,
     record_retention_days: Option<u32>,
     watch_policy: Option<bool>,
+    ledger_durability: Option<String>,
+    metering: Option<bool>,
+    otlp_endpoint: Option<String>,
+    log_format: Option<String>,
 }
 
 /// The resolved configuration.
@@ -118,6 +138,14 @@ pub struct Config {
     pub record_retention_days: u32,
     /// Whether a change of the policy file is applied without SIGHUP.
     pub watch_policy: bool,
+    /// What a crash may lose of the exchanges in the ledger.
+    pub ledger_durability: crate::ledger::Durability,
+    /// Operational records, usage aggregates and exchange ledger entries on.
+    pub metering: bool,
+    /// OTLP/HTTP collector for traces, if any.
+    pub otlp_endpoint: Option<String>,
+    /// `text` or `json`.
+    pub log_format: String,
 }
 
 impl Config {
@@ -148,6 +176,17 @@ impl Config {
         });
         if threads == 0 {
             anyhow::bail!("threads must be at least 1");
+        }
+        let ledger_durability = match args.ledger_durability.or(file.ledger_durability) {
+            Some(text) => text.parse().map_err(|e: String| anyhow::anyhow!(e))?,
+            None => crate::ledger::Durability::default(),
+        };
+        let log_format = args
+            .log_format
+            .or(file.log_format)
+            .unwrap_or_else(|| "text".into());
+        if !matches!(log_format.as_str(), "text" | "json") {
+            anyhow::bail!("log_format `{log_format}` is not one of text, json");
         }
         Ok(Config {
             data_dir: args
@@ -190,6 +229,13 @@ impl Config {
                 .unwrap_or(30)
                 .max(1),
             watch_policy: args.watch_policy.or(file.watch_policy).unwrap_or(true),
+            ledger_durability,
+            metering: args.metering.or(file.metering).unwrap_or(true),
+            otlp_endpoint: args
+                .otlp_endpoint
+                .or(file.otlp_endpoint)
+                .filter(|e| !e.is_empty()),
+            log_format,
         })
     }
 
@@ -254,6 +300,46 @@ mod tests {
         })
         .unwrap();
         assert_eq!(cfg.record_retention_days, 90);
+    }
+
+    #[test]
+    fn observability_settings_come_from_the_file_or_flags() {
+        let cfg = Config::resolve(ServeArgs::default()).unwrap();
+        assert_eq!(cfg.ledger_durability, crate::ledger::Durability::Strict);
+        assert!(cfg.metering);
+        assert_eq!(cfg.otlp_endpoint, None);
+        assert_eq!(cfg.log_format, "text");
+        let dir = tempfile::tempdir().unwrap();
+        let file = dir.path().join("c.toml");
+        std::fs::write(
+            &file,
+            "ledger_durability = \"batched\"\nmetering = false\notlp_endpoint = \"http://127.0.0.1:4318\"\nlog_format = \"json\"\n",
+        )
+        .unwrap();
+        let cfg = Config::resolve(ServeArgs {
+            config: Some(file.clone()),
+            ..Default::default()
+        })
+        .unwrap();
+        assert_eq!(cfg.ledger_durability, crate::ledger::Durability::Batched);
+        assert!(!cfg.metering);
+        assert_eq!(cfg.otlp_endpoint.as_deref(), Some("http://127.0.0.1:4318"));
+        assert_eq!(cfg.log_format, "json");
+        let cfg = Config::resolve(ServeArgs {
+            config: Some(file),
+            ledger_durability: Some("strict".into()),
+            log_format: Some("text".into()),
+            ..Default::default()
+        })
+        .unwrap();
+        assert_eq!(cfg.ledger_durability, crate::ledger::Durability::Strict);
+        assert_eq!(cfg.log_format, "text");
+        let err = Config::resolve(ServeArgs {
+            ledger_durability: Some("eventually".into()),
+            ..Default::default()
+        })
+        .unwrap_err();
+        assert!(err.to_string().contains("eventually"), "{err}");
     }
 
     #[test]

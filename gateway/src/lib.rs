@@ -31,6 +31,7 @@ pub mod routes;
 pub mod server;
 pub mod stage;
 pub mod state;
+pub mod telemetry;
 pub mod tls;
 pub mod upstream;
 

@@ -19,18 +19,16 @@ static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
 #[derive(Parser)]
 #[command(name = "chasqui", version, about)]
 struct Cli {
-    /// Log format: `text` or `json`.
-    #[arg(
-        long,
-        env = "CHASQUI_LOG_FORMAT",
-        default_value = "text",
-        global = true
-    )]
-    log_format: String,
+    /// Log format: `text` (default) or `json` (for `serve`, also the
+    /// configuration file's `log_format`).
+    #[arg(long, env = "CHASQUI_LOG_FORMAT", global = true)]
+    log_format: Option<String>,
     #[command(subcommand)]
     command: Command,
 }
 
+// Parsed once at start: the size of the `serve` arguments does not matter.
+#[allow(clippy::large_enum_variant)]
 #[derive(Subcommand)]
 enum Command {
     /// Run the gateway.
@@ -235,8 +233,31 @@ struct StoreArgs {
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
-    init_logging(&cli.log_format);
-    match run(cli.command) {
+    let command = match cli.command {
+        // The configuration file may set the log format: resolve it first.
+        Command::Serve(mut args) => {
+            args.log_format = cli.log_format.clone();
+            match Config::resolve(args) {
+                Ok(config) => {
+                    init_logging(&config.log_format);
+                    return match server::serve(config) {
+                        Ok(()) => ExitCode::SUCCESS,
+                        Err(e) => {
+                            eprintln!("error: {e:#}");
+                            ExitCode::FAILURE
+                        }
+                    };
+                }
+                Err(e) => {
+                    eprintln!("error: {e:#}");
+                    return ExitCode::FAILURE;
+                }
+            }
+        }
+        other => other,
+    };
+    init_logging(cli.log_format.as_deref().unwrap_or("text"));
+    match run(command) {
         Ok(code) => code,
         Err(e) => {
             eprintln!("error: {e:#}");

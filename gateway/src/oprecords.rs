@@ -11,9 +11,14 @@
 //! number of days. At graceful shutdown the drain watcher calls
 //! [`Recorder::flush`].
 //!
+//! Each batch is also folded into the hourly usage aggregates
+//! (`usage_hourly`, [`chasqui_catalog::usage`]).
+//!
 //! Durability: a record is in memory between the end of its request and the
 //! writer's next commit. A crash loses the records in the queue: at most the
-//! last [`FLUSH_EVERY`] (200 ms) of traffic, plus any the queue dropped.
+//! last [`FLUSH_EVERY`] (200 ms) of traffic, plus any the queue dropped; the
+//! usage aggregates lose the same calls. The audit ledger holds a digest of
+//! every exchange under its own, stricter rule ([`crate::ledger`]).
 
 use chasqui_catalog::oprecords::OperationalRecord;
 use chasqui_catalog::Store;
@@ -106,13 +111,20 @@ impl Recorder {
     }
 }
 
-/// Stores one batch, logging a failure (the batch is then lost).
+/// Stores one batch and adds it to the hourly usage aggregates, logging a
+/// failure (that part of the batch is then lost).
 async fn store_batch(store: &Store, batch: &mut Vec<OperationalRecord>) {
     if batch.is_empty() {
         return;
     }
     if let Err(e) = store.insert_operational_records(batch).await {
         tracing::error!(error = %e, lost = batch.len(), "could not store operational records");
+    }
+    // A second transaction (the records' insert commits its own): a crash
+    // between the two loses this batch's aggregates only.
+    let usage = chasqui_catalog::usage::aggregate(batch);
+    if let Err(e) = store.add_usage(&usage).await {
+        tracing::error!(error = %e, lost = batch.len(), "could not add to the usage aggregates");
     }
     batch.clear();
 }

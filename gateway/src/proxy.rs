@@ -7,6 +7,7 @@
 
 use crate::deferred;
 use crate::effective::{PolicyTable, ServicePolicy};
+use crate::ledger::Durability;
 use crate::path::{self, Parsed};
 use crate::plugin::{CallContext, Phase, RequestContext};
 use crate::policy::Policy;
@@ -14,6 +15,7 @@ use crate::problem::{self, Problem};
 use crate::routes::ServiceEntry;
 use crate::stage::{self, Outcome, PluginRun};
 use crate::state::{Gateway, InflightGuard};
+use crate::telemetry::{RequestTrace, Span, SpanKind};
 use crate::upstream::UpstreamPool;
 use async_trait::async_trait;
 use bytes::Bytes;
@@ -54,6 +56,14 @@ const PREBUFFER_MAX: usize = 64 << 10;
 
 /// Prefix of the identity headers the gateway sets for upstreams.
 const IDENTITY_PREFIX: &str = "x-chasqui-";
+
+/// Ledger kind and actor of an exchange's entry.
+const EXCHANGE_KIND: &str = "exchange";
+const EXCHANGE_ACTOR: &str = "gateway";
+/// Longest an answer waits for its exchange's ledger commit (strict
+/// durability) before it is sent anyway, with an error logged: a stalled
+/// store must not hold every answer forever.
+const COMMIT_WAIT: Duration = Duration::from_secs(5);
 
 /// The proxy.
 pub struct ChasquiProxy {
@@ -126,6 +136,13 @@ pub struct RequestCtx {
     upstream_answered_at_us: Option<i64>,
     /// The service as requested (`entidad/v{n}`) and the route template.
     record_route: Option<(String, String)>,
+    /// The authenticated consumer, even when the request is then refused
+    /// (no grant, wrong environment): the record and the usage name it.
+    consumer: Option<Arc<TokenRecord>>,
+    /// The W3C trace context (set when the request head is read).
+    trace: Option<RequestTrace>,
+    /// Whether the exchange's ledger entry was appended.
+    sealed: bool,
     _inflight: InflightGuard,
 }
 
@@ -163,8 +180,52 @@ impl ChasquiProxy {
         detail: &str,
     ) -> Result<bool> {
         ctx.problem = Some((problem, detail.to_string()));
+        self.seal(session, ctx, problem.status()).await;
         problem::respond(session, problem, detail, &ctx.request_id).await?;
         Ok(true)
+    }
+
+    /// Appends the exchange's digest to the audit ledger just before the
+    /// head of its answer is written; under strict durability, waits for
+    /// the entry's (group) commit, so that no answer a client receives can
+    /// be missing from the ledger after a crash. Once per request.
+    async fn seal(&self, session: &Session, ctx: &mut RequestCtx, status: u16) {
+        if ctx.sealed || !self.gw.metering {
+            return;
+        }
+        ctx.sealed = true;
+        let head = record_of(session, ctx, status, 0, ctx.received_at_us);
+        let payload = crate::ledger::exchange_payload(&head);
+        let ledger = &self.gw.ledger;
+        match self.gw.ledger_durability {
+            Durability::Batched => {
+                if let Err(e) =
+                    ledger.append(EXCHANGE_KIND, EXCHANGE_ACTOR, &ctx.request_id, &payload)
+                {
+                    tracing::error!(request_id = %ctx.request_id, error = %e, "could not append the exchange to the ledger");
+                }
+            }
+            Durability::Strict => {
+                match ledger.append_committed(
+                    EXCHANGE_KIND,
+                    EXCHANGE_ACTOR,
+                    &ctx.request_id,
+                    &payload,
+                ) {
+                    Ok((_, committed)) => {
+                        if !matches!(
+                            tokio::time::timeout(COMMIT_WAIT, committed).await,
+                            Ok(Ok(()))
+                        ) {
+                            tracing::error!(request_id = %ctx.request_id, "the ledger did not commit the exchange in time; answering anyway");
+                        }
+                    }
+                    Err(e) => {
+                        tracing::error!(request_id = %ctx.request_id, error = %e, "could not append the exchange to the ledger");
+                    }
+                }
+            }
+        }
     }
 
     /// Store-and-forward, first half: reads the whole body (bounded), runs
@@ -236,6 +297,7 @@ impl ChasquiProxy {
             match run.request_body(&mut whole, true) {
                 Outcome::Continue => {}
                 Outcome::Answer(answer) => {
+                    self.seal(session, ctx, answer.status).await;
                     stage::write_answer(session, &answer, &ctx.request_id).await?;
                     return Ok(true);
                 }
@@ -299,6 +361,7 @@ impl ChasquiProxy {
             "detail": "El servicio destino no está disponible; la solicitud quedó registrada y se entregará en orden cuando vuelva. / The upstream is unavailable; the request was kept and will be delivered in order when it is back.",
         })
         .to_string();
+        self.seal(session, ctx, 202).await;
         let mut resp = ResponseHeader::build(202, Some(5))?;
         resp.insert_header("content-type", "application/json")?;
         resp.insert_header("content-length", answer.len().to_string())?;
@@ -376,6 +439,7 @@ impl ChasquiProxy {
             );
         }
         let body = doc.to_string();
+        self.seal(session, ctx, 200).await;
         let mut resp = ResponseHeader::build(200, Some(4))?;
         resp.insert_header("content-type", "application/json")?;
         resp.insert_header("content-length", body.len().to_string())?;
@@ -457,11 +521,22 @@ impl ProxyHttp for ChasquiProxy {
             sent_upstream_at_us: None,
             upstream_answered_at_us: None,
             record_route: None,
+            consumer: None,
+            trace: None,
+            sealed: false,
             _inflight: self.gw.lifecycle.enter(),
         }
     }
 
     async fn request_filter(&self, session: &mut Session, ctx: &mut RequestCtx) -> Result<bool> {
+        ctx.trace = Some(RequestTrace::from_traceparent(
+            session
+                .req_header()
+                .headers
+                .get("traceparent")
+                .map(|v| v.as_bytes()),
+            self.gw.telemetry.enabled(),
+        ));
         // Before routing, the loosest limits of any scope: the service's own
         // are checked once it is known.
         let limits = &ctx.table.loosest;
@@ -538,6 +613,7 @@ impl ProxyHttp for ChasquiProxy {
             Err((problem, detail)) => return self.answer(session, ctx, problem, detail).await,
         };
         let env = consumer.environment;
+        ctx.consumer = Some(consumer.clone());
         if route.fake && env != Environment::Pruebas {
             return self
                 .answer(
@@ -604,6 +680,7 @@ impl ProxyHttp for ChasquiProxy {
                     refusal.retry_after_secs
                 );
                 ctx.problem = Some((Problem::RateLimited, detail.clone()));
+                self.seal(session, ctx, Problem::RateLimited.status()).await;
                 let extra = [
                     ("retry-after", refusal.retry_after_secs.to_string()),
                     ("ratelimit-policy", refusal.policy_header),
@@ -700,7 +777,7 @@ impl ProxyHttp for ChasquiProxy {
                     service: service.route_name.clone(),
                     environment: env.as_str().to_string(),
                     request_id: ctx.request_id.clone(),
-                    trace_id: trace_id(session.req_header()),
+                    trace_id: ctx.trace.as_ref().map(|t| t.trace_id.clone()),
                 },
                 client_address: session
                     .client_addr()
@@ -711,12 +788,16 @@ impl ProxyHttp for ChasquiProxy {
                 Ok(run) => run,
                 Err((problem, detail)) => return self.answer(session, ctx, problem, &detail).await,
             };
+            if ctx.trace.as_ref().is_some_and(RequestTrace::collecting) {
+                run.collect_timings();
+            }
             let outcome = run.request_headers(session.req_header_mut());
             ctx.plugins = Some(run);
             match outcome {
                 Outcome::Continue => {}
                 Outcome::Answer(answer) => {
                     ctx.answered_by_plugin = Some(answer.status);
+                    self.seal(session, ctx, answer.status).await;
                     stage::write_answer(session, &answer, &ctx.request_id).await?;
                     return Ok(true);
                 }
@@ -948,6 +1029,11 @@ impl ProxyHttp for ChasquiProxy {
         upstream.insert_header("x-chasqui-environment", routed.env.as_str())?;
         upstream.insert_header("x-chasqui-service", routed.service.route_name.as_str())?;
         upstream.insert_header("x-request-id", ctx.request_id.as_str())?;
+        if let Some(trace) = &ctx.trace {
+            // W3C trace context: the upstream continues this trace, under
+            // the gateway's upstream span.
+            upstream.insert_header("traceparent", trace.upstream_traceparent())?;
+        }
         ctx.sent_upstream_at_us = Some(crate::oprecords::now_us());
         Ok(())
     }
@@ -1005,6 +1091,7 @@ impl ProxyHttp for ChasquiProxy {
             response.insert_header("x-cache", "miss")?;
         }
         response.insert_header("x-request-id", ctx.request_id.as_str())?;
+        self.seal(session, ctx, response.status.as_u16()).await;
         Ok(())
     }
 
@@ -1188,6 +1275,7 @@ impl ProxyHttp for ChasquiProxy {
                 // Not a failure: a plugin answered from a body phase.
                 ctx.answered_by_plugin = Some(status);
                 ctx.problem = None;
+                self.seal(session, ctx, status).await;
                 if let Err(write_err) = stage::write_answer(session, &answer, &ctx.request_id).await
                 {
                     tracing::debug!(error = %write_err, "could not write the plugin's answer");
@@ -1197,6 +1285,7 @@ impl ProxyHttp for ChasquiProxy {
                     can_reuse_downstream: false,
                 };
             }
+            self.seal(session, ctx, problem.status()).await;
             if let Err(write_err) =
                 problem::respond(session, problem, &detail, &ctx.request_id).await
             {
@@ -1235,22 +1324,52 @@ impl ProxyHttp for ChasquiProxy {
             session.body_bytes_sent() as u64,
         );
         // Health probes are not calls: they would drown the record.
-        if !session
+        let probe = session
             .req_header()
             .uri
             .path()
-            .starts_with("/_chasqui/health/")
-        {
-            self.gw.records.record(operational_record(session, ctx));
+            .starts_with("/_chasqui/health/");
+        let status = session.response_written().map_or(0, |r| r.status.as_u16());
+        if !probe && self.gw.metering {
+            let record = record_of(
+                session,
+                ctx,
+                status,
+                session.body_bytes_sent() as u64,
+                crate::oprecords::now_us(),
+            );
+            if !ctx.sealed {
+                // No answer head went through `seal` (the client left, or
+                // pingora answered on its own): the exchange still goes in
+                // the ledger, batched.
+                ctx.sealed = true;
+                let head = OperationalRecord {
+                    response_bytes: 0,
+                    answered_at_us: ctx.received_at_us,
+                    ..record.clone()
+                };
+                let payload = crate::ledger::exchange_payload(&head);
+                if let Err(e) =
+                    self.gw
+                        .ledger
+                        .append(EXCHANGE_KIND, EXCHANGE_ACTOR, &ctx.request_id, &payload)
+                {
+                    tracing::error!(request_id = %ctx.request_id, error = %e, "could not append the exchange to the ledger");
+                }
+            }
+            self.gw.records.record(record);
+        }
+        if !probe && self.gw.telemetry.enabled() {
+            self.export_spans(session, ctx, status);
         }
         if !self.gw.access_log {
             return;
         }
-        let status = session.response_written().map_or(0, |r| r.status.as_u16());
         let routed = ctx.routed.as_ref();
         tracing::info!(
             target: "chasqui::access",
             request_id = %ctx.request_id,
+            trace_id = ctx.trace.as_ref().map_or("-", |t| t.trace_id.as_str()),
             method = %session.req_header().method,
             service = routed.map_or("-", |r| r.service.route_name.as_str()),
             environment = routed.map_or("-", |r| r.env.as_str()),
@@ -1265,26 +1384,121 @@ impl ProxyHttp for ChasquiProxy {
     }
 }
 
-/// The operational record of a finished request.
-fn operational_record(session: &Session, ctx: &RequestCtx) -> OperationalRecord {
+impl ChasquiProxy {
+    /// Hands the request's spans to the exporter: the request span, its
+    /// plugin calls and the upstream call.
+    fn export_spans(&self, session: &Session, ctx: &mut RequestCtx, status: u16) {
+        // The trace id stays in the context for the access log.
+        let Some(kept) = ctx.trace.as_mut() else {
+            return;
+        };
+        let spans = kept.spans.take();
+        let mut trace = kept.clone();
+        trace.spans = spans;
+        let now = crate::oprecords::now_us();
+        if let Some(run) = ctx.plugins.as_mut() {
+            for t in run.take_timings() {
+                trace.child(
+                    format!("plugin {} {}", t.plugin, t.phase),
+                    SpanKind::Internal,
+                    None,
+                    t.times,
+                    vec![
+                        ("chasqui.plugin", t.plugin),
+                        ("chasqui.phase", t.phase.into()),
+                    ],
+                    t.failed,
+                );
+            }
+        }
+        let service = ctx.routed.as_ref().map_or_else(
+            || {
+                ctx.record_route
+                    .as_ref()
+                    .map(|r| r.0.clone())
+                    .unwrap_or_default()
+            },
+            |r| r.service.route_name.clone(),
+        );
+        if let Some(sent) = ctx.sent_upstream_at_us {
+            let mut attributes = vec![("chasqui.service", service.clone())];
+            if ctx.upstream_answered_at_us.is_some() {
+                attributes.push(("http.response.status_code", status.to_string()));
+            }
+            attributes.push(("chasqui.attempts", ctx.tried.len().to_string()));
+            trace.child(
+                format!("upstream {service}"),
+                SpanKind::Client,
+                Some(trace.upstream_span_id),
+                (sent, ctx.upstream_answered_at_us.unwrap_or(now)),
+                attributes,
+                ctx.upstream_answered_at_us.is_none(),
+            );
+        }
+        let method = session.req_header().method.as_str();
+        let route = ctx.record_route.as_ref().map_or("", |r| r.1.as_str());
+        let mut attributes = vec![
+            ("http.request.method", method.to_string()),
+            ("http.route", format!("/{service}{route}")),
+            ("http.response.status_code", status.to_string()),
+            ("chasqui.request_id", ctx.request_id.clone()),
+        ];
+        if let Some(consumer) = &ctx.consumer {
+            attributes.push(("chasqui.environment", consumer.environment.as_str().into()));
+            attributes.push((
+                "chasqui.consumer",
+                format!("{}/{}", consumer.entity_code, consumer.consumer_code),
+            ));
+        }
+        if let Some((problem, _)) = &ctx.problem {
+            attributes.push(("chasqui.problem", problem.parts().1.to_string()));
+        }
+        let root = Span {
+            name: format!("{method} {service}"),
+            kind: SpanKind::Server,
+            span_id: trace.span_id,
+            parent: trace.parent,
+            start_us: ctx.received_at_us,
+            end_us: now.max(ctx.received_at_us),
+            attributes,
+            error: status >= 500 || status == 0,
+        };
+        self.gw.telemetry.submit(trace, root);
+    }
+}
+
+/// The operational record of a request that answered `status`: at the
+/// answer's head (`response_bytes` 0, see [`crate::ledger::exchange_digest`])
+/// or at its end.
+fn record_of(
+    session: &Session,
+    ctx: &RequestCtx,
+    status: u16,
+    response_bytes: u64,
+    answered_at_us: i64,
+) -> OperationalRecord {
     let routed = ctx.routed.as_ref();
+    let consumer = routed.map(|r| &r.consumer).or(ctx.consumer.as_ref());
     let (service, route) = ctx.record_route.clone().unwrap_or_default();
     OperationalRecord {
         request_id: ctx.request_id.clone(),
-        trace_id: trace_id(session.req_header()),
-        consumer_entity: routed.map_or_else(String::new, |r| r.consumer.entity_code.clone()),
-        consumer_system: routed.map_or_else(String::new, |r| r.consumer.consumer_code.clone()),
+        trace_id: ctx.trace.as_ref().map(|t| t.trace_id.clone()),
+        consumer_entity: consumer.map_or_else(String::new, |c| c.entity_code.clone()),
+        consumer_system: consumer.map_or_else(String::new, |c| c.consumer_code.clone()),
         service: routed.map_or(service, |r| r.service.route_name.clone()),
         route,
-        environment: routed.map_or_else(String::new, |r| r.env.as_str().to_string()),
+        environment: routed.map_or_else(
+            || consumer.map_or_else(String::new, |c| c.environment.as_str().to_string()),
+            |r| r.env.as_str().to_string(),
+        ),
         method: session.req_header().method.as_str().to_string(),
-        status: session.response_written().map_or(0, |r| r.status.as_u16()),
+        status,
         request_bytes: ctx.body_bytes,
-        response_bytes: session.body_bytes_sent() as u64,
+        response_bytes,
         received_at_us: ctx.received_at_us,
         sent_upstream_at_us: ctx.sent_upstream_at_us,
         upstream_answered_at_us: ctx.upstream_answered_at_us,
-        answered_at_us: crate::oprecords::now_us().max(ctx.received_at_us),
+        answered_at_us: answered_at_us.max(ctx.received_at_us),
         plugin_outcome: ctx
             .answered_by_plugin
             .map(|s| s.to_string())
@@ -1324,17 +1538,6 @@ fn classify(e: &Error) -> Option<Problem> {
         (_, ErrorSource::Downstream) => Problem::BadRequest,
         _ => Problem::Internal,
     })
-}
-
-/// The trace id of a W3C `traceparent` header, if well formed.
-fn trace_id(req: &RequestHeader) -> Option<String> {
-    let value = req.headers.get("traceparent")?.to_str().ok()?;
-    let mut parts = value.split('-');
-    let (_version, trace) = (parts.next()?, parts.next()?);
-    (trace.len() == 32
-        && trace.bytes().all(|b| b.is_ascii_hexdigit())
-        && trace != "00000000000000000000000000000000")
-        .then(|| trace.to_ascii_lowercase())
 }
 
 /// The header fields a deferred request takes upstream: the client's (after

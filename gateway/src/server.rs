@@ -69,6 +69,11 @@ pub fn serve(config: Config) -> anyhow::Result<()> {
             config.policy.clone(),
             config.data_dir.join("plugin-cache"),
             config.access_log,
+            crate::state::ObsSettings {
+                metering: config.metering,
+                ledger_durability: config.ledger_durability,
+                otlp_endpoint: config.otlp_endpoint.clone(),
+            },
         )
         .await
     })?;

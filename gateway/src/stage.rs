@@ -29,6 +29,53 @@ pub struct PluginRun {
     /// A plugin's answer that replaces the upstream's response body.
     pub replacement_body: Option<Bytes>,
     replacement_sent: bool,
+    /// Timings of every plugin call, when the request is traced.
+    timings: Option<Vec<PluginTiming>>,
+}
+
+/// One plugin call, for the request's trace.
+#[derive(Debug, Clone)]
+pub struct PluginTiming {
+    /// The plugin's name.
+    pub plugin: String,
+    /// The phase called.
+    pub phase: &'static str,
+    /// Start and end, Unix microseconds.
+    pub times: (i64, i64),
+    /// Whether the call failed.
+    pub failed: bool,
+}
+
+/// The name of a phase in traces.
+pub fn phase_name(phase: Phase) -> &'static str {
+    match phase {
+        Phase::RequestHeaders => "request_headers",
+        Phase::RequestBody => "request_body",
+        Phase::ResponseHeaders => "response_headers",
+        Phase::ResponseBody => "response_body",
+    }
+}
+
+/// Makes one plugin call, recording its timing when `timings` collects them
+/// (untraced requests pay one branch).
+fn timed<T, E>(
+    timings: &mut Option<Vec<PluginTiming>>,
+    phase: Phase,
+    call: &mut Checkout,
+    f: impl FnOnce(&mut Checkout) -> Result<T, E>,
+) -> Result<T, E> {
+    let Some(timings) = timings.as_mut() else {
+        return f(call);
+    };
+    let start = crate::oprecords::now_us();
+    let result = f(call);
+    timings.push(PluginTiming {
+        plugin: call.plugin().name().to_string(),
+        phase: phase_name(phase),
+        times: (start, crate::oprecords::now_us()),
+        failed: result.is_err(),
+    });
+    result
 }
 
 /// What the request path must do after a phase.
@@ -59,7 +106,21 @@ impl PluginRun {
             calls,
             replacement_body: None,
             replacement_sent: false,
+            timings: None,
         })
+    }
+
+    /// Records the timing of every plugin call from now on (traced requests).
+    pub fn collect_timings(&mut self) {
+        self.timings.get_or_insert_with(Vec::new);
+    }
+
+    /// The timings recorded so far, emptied.
+    pub fn take_timings(&mut self) -> Vec<PluginTiming> {
+        self.timings
+            .as_mut()
+            .map(std::mem::take)
+            .unwrap_or_default()
     }
 
     /// Whether some plugin of the chain handles `phase`.
@@ -78,7 +139,10 @@ impl PluginRun {
                 continue;
             }
             let head = request_head(req);
-            match call.on_request_headers(&head) {
+            let result = timed(&mut self.timings, Phase::RequestHeaders, call, |c| {
+                c.on_request_headers(&head)
+            });
+            match result {
                 Ok(HeadersAction::Continue) => {}
                 Ok(HeadersAction::Modify(changes)) => apply(&changes, req),
                 Ok(HeadersAction::Respond(response)) => return Outcome::Answer(response),
@@ -123,10 +187,10 @@ impl PluginRun {
                 data: body.as_ref().map(|b| b.to_vec()).unwrap_or_default(),
                 end_of_stream,
             };
-            let result = match phase {
-                Phase::RequestBody => call.on_request_body(&chunk),
-                _ => call.on_response_body(&chunk),
-            };
+            let result = timed(&mut self.timings, phase, call, |c| match phase {
+                Phase::RequestBody => c.on_request_body(&chunk),
+                _ => c.on_response_body(&chunk),
+            });
             match result {
                 Ok(BodyAction::Continue) => {}
                 Ok(BodyAction::Replace(data)) => *body = Some(Bytes::from(data)),
@@ -153,7 +217,10 @@ impl PluginRun {
                 status: resp.status.as_u16(),
                 headers: headers_of(resp.headers.iter()),
             };
-            match call.on_response_headers(&head) {
+            let result = timed(&mut self.timings, Phase::ResponseHeaders, call, |c| {
+                c.on_response_headers(&head)
+            });
+            match result {
                 Ok(HeadersAction::Continue) => {}
                 Ok(HeadersAction::Modify(changes)) => apply(&changes, resp),
                 Ok(HeadersAction::Respond(response)) => {

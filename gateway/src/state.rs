@@ -69,6 +69,24 @@ pub struct Gateway {
     pub records: Arc<crate::oprecords::Recorder>,
     /// The policy version in force here and the last failure to apply one.
     pub policy_tracker: crate::policy_versions::PolicyTracker,
+    /// Whether operational records, usage aggregates and exchange entries
+    /// of the ledger are kept (off only to measure their cost).
+    pub metering: bool,
+    /// Whether answers wait for the commit of their exchange's ledger entry.
+    pub ledger_durability: crate::ledger::Durability,
+    /// The trace exporter.
+    pub telemetry: Arc<crate::telemetry::Telemetry>,
+}
+
+/// Observability settings of the data plane.
+#[derive(Debug, Clone, Default)]
+pub struct ObsSettings {
+    /// Operational records, usage aggregates and exchange ledger entries on.
+    pub metering: bool,
+    /// What a crash may lose of the exchanges in the ledger.
+    pub ledger_durability: crate::ledger::Durability,
+    /// OTLP/HTTP collector for traces, if any.
+    pub otlp_endpoint: Option<String>,
 }
 
 /// Readiness and draining.
@@ -131,7 +149,9 @@ impl Gateway {
         policy_path: Option<PathBuf>,
         plugin_cache: PathBuf,
         access_log: bool,
+        obs: ObsSettings,
     ) -> anyhow::Result<Arc<Gateway>> {
+        let telemetry = crate::telemetry::Telemetry::start(obs.otlp_endpoint.as_deref())?;
         let ledger = Ledger::open(
             store.pool().clone(),
             &plugin_cache.with_file_name("ledger-ed25519.pk8"),
@@ -188,6 +208,9 @@ impl Gateway {
             metrics: crate::metrics::Metrics::new(),
             records,
             policy_tracker: Default::default(),
+            metering: obs.metering,
+            ledger_durability: obs.ledger_durability,
+            telemetry,
         };
         Ok(Arc::new(gateway))
     }

@@ -294,6 +294,8 @@ pub struct Gateway {
     /// Started on the embedded default (compiled-in policy, demo catalog),
     /// with the plugin components found in this directory.
     embedded: Option<PathBuf>,
+    /// Environment variables given to the process (settings under test).
+    pub env: Vec<(String, String)>,
 }
 
 impl Drop for Gateway {
@@ -330,6 +332,12 @@ impl Gateway {
 
     /// Like [`Gateway::start`] with a policy of the test's own.
     pub async fn start_with_policy(catalog: &str, policy_text: &str) -> Gateway {
+        Self::start_with_env(catalog, policy_text, &[]).await
+    }
+
+    /// Like [`Gateway::start_with_policy`], the process started with these
+    /// environment variables (they stay for later restarts).
+    pub async fn start_with_env(catalog: &str, policy_text: &str, env: &[(&str, &str)]) -> Gateway {
         let dir = tempfile::tempdir().expect("tempdir");
         let file = dir.path().join("catalog.yaml");
         std::fs::write(&file, catalog).unwrap();
@@ -344,6 +352,10 @@ impl Gateway {
             child: None,
             client: reqwest::Client::new(),
             embedded: None,
+            env: env
+                .iter()
+                .map(|(k, v)| (k.to_string(), v.to_string()))
+                .collect(),
         };
         gw.spawn().await;
         gw
@@ -362,6 +374,7 @@ impl Gateway {
             child: None,
             client: reqwest::Client::new(),
             embedded: Some(plugin_dir.to_path_buf()),
+            env: Vec::new(),
         };
         gw.spawn().await;
         gw
@@ -401,6 +414,7 @@ impl Gateway {
                 "10",
             ])
             .env("RUST_LOG", "info")
+            .envs(self.env.iter().map(|(k, v)| (k.as_str(), v.as_str())))
             .stdout(Stdio::null())
             .stderr(log)
             .spawn()

@@ -3,7 +3,7 @@
 
 use super::handlers::{
     audit, discovery, documents, entities, grants, incidents, metrics, policies, principals,
-    records, requests, services, tokens,
+    records, requests, services, tokens, usage,
 };
 use axum::Json;
 use utoipa::openapi::security::{HttpAuthScheme, HttpBuilder, SecurityScheme};
@@ -30,6 +30,7 @@ use utoipa::{Modify, OpenApi};
         incidents::list,
         records::list,
         policies::list, policies::current, policies::get, policies::diff, policies::apply, policies::rollback,
+        usage::usage, usage::usage_csv, usage::fees, usage::fees_csv,
         audit::list,
         metrics::scrape,
     ),

@@ -5,7 +5,7 @@
 use super::error::{finish, method_not_allowed, not_found};
 use super::handlers::{
     audit, discovery, documents, entities, grants, incidents, metrics, policies, principals,
-    records, requests, services, tokens,
+    records, requests, services, tokens, usage,
 };
 use super::{openapi, AppState};
 use axum::http::Method;
@@ -72,6 +72,10 @@ pub fn table() -> Vec<Route> {
         route!(GET "/policies/diff" => policies::diff),
         route!(GET "/policies/{id}" => policies::get),
         route!(POST "/policies/{id}/rollback" => policies::rollback),
+        route!(GET "/usage" => usage::usage),
+        route!(GET "/usage.csv" => usage::usage_csv),
+        route!(GET "/fees" => usage::fees),
+        route!(GET "/fees.csv" => usage::fees_csv),
         route!(GET "/audit" => audit::list),
         route!(GET "/metrics" => metrics::scrape),
     ]

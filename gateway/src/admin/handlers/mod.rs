@@ -14,6 +14,7 @@ pub mod records;
 pub mod requests;
 pub mod services;
 pub mod tokens;
+pub mod usage;
 
 use super::error::ApiError;
 
