@@ -281,6 +281,94 @@ async fn drop_after_request(
     }
 }
 
+/// A fresh PostgreSQL database for one test, created on the server named by
+/// `CHASQUI_TEST_PG_URL` (default `postgres://postgres@127.0.0.1:5432/postgres`)
+/// and dropped when the value is dropped. An unreachable server fails the
+/// test: `./dev.sh test` makes sure one runs.
+pub struct PgDb {
+    /// The URL of the new database.
+    pub url: String,
+    name: String,
+}
+
+/// The PostgreSQL server the tests create their databases on.
+pub fn pg_base_url() -> String {
+    std::env::var("CHASQUI_TEST_PG_URL")
+        .unwrap_or_else(|_| "postgres://postgres@127.0.0.1:5432/postgres".into())
+}
+
+impl PgDb {
+    /// Creates `chasqui_t_<random>` on the test server.
+    pub async fn create() -> Arc<PgDb> {
+        use sqlx::{Connection, Executor};
+        let base = pg_base_url();
+        let name = format!(
+            "chasqui_t_{}_{}",
+            std::process::id(),
+            std::time::SystemTime::now()
+                .duration_since(std::time::UNIX_EPOCH)
+                .unwrap()
+                .as_nanos()
+        );
+        let mut admin = sqlx::PgConnection::connect(&base).await.unwrap_or_else(|e| {
+            panic!(
+                "PostgreSQL is not reachable at {base} ({e}); start it (`./dev.sh test` does) \
+                 or set CHASQUI_TEST_PG_URL"
+            )
+        });
+        admin
+            .execute(format!("CREATE DATABASE {name}").as_str())
+            .await
+            .expect("create the test database");
+        let _ = admin.close().await;
+        let (without_query, query) = match base.split_once('?') {
+            Some((b, q)) => (b, format!("?{q}")),
+            None => (base.as_str(), String::new()),
+        };
+        let server = without_query
+            .rsplit_once('/')
+            .map_or(without_query, |(server, _)| server);
+        Arc::new(PgDb {
+            url: format!("{server}/{name}{query}"),
+            name,
+        })
+    }
+}
+
+impl Drop for PgDb {
+    fn drop(&mut self) {
+        // Drop runs inside the test's runtime: use a thread of our own.
+        let name = self.name.clone();
+        let _ = std::thread::spawn(move || {
+            let Ok(rt) = tokio::runtime::Builder::new_current_thread()
+                .enable_all()
+                .build()
+            else {
+                return;
+            };
+            rt.block_on(async move {
+                use sqlx::{Connection, Executor};
+                if let Ok(mut admin) = sqlx::PgConnection::connect(&pg_base_url()).await {
+                    let _ = admin
+                        .execute(format!("DROP DATABASE IF EXISTS {name} WITH (FORCE)").as_str())
+                        .await;
+                    let _ = admin.close().await;
+                }
+            });
+        })
+        .join();
+    }
+}
+
+/// Which database a test gateway runs on.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Db {
+    /// The embedded default: `chasqui.db` in the data directory.
+    Sqlite,
+    /// A fresh PostgreSQL database.
+    Postgres,
+}
+
 /// A running gateway process with its data directory.
 pub struct Gateway {
     pub port: u16,
@@ -294,6 +382,10 @@ pub struct Gateway {
     /// Started on the embedded default (compiled-in policy, demo catalog),
     /// with the plugin components found in this directory.
     embedded: Option<PathBuf>,
+    /// The PostgreSQL database the catalog is in (None: SQLite in `dir`).
+    pub pg: Option<Arc<PgDb>>,
+    /// `--catalog-poll-ms`: how often the node polls the catalog for changes.
+    catalog_poll_ms: u64,
 }
 
 impl Drop for Gateway {
@@ -330,10 +422,51 @@ impl Gateway {
 
     /// Like [`Gateway::start`] with a policy of the test's own.
     pub async fn start_with_policy(catalog: &str, policy_text: &str) -> Gateway {
+        Self::start_on_pg(catalog, policy_text, None).await
+    }
+
+    /// Like [`Gateway::start`], on the given database.
+    pub async fn start_on(catalog: &str, db: Db) -> Gateway {
+        let pg = match db {
+            Db::Sqlite => None,
+            Db::Postgres => Some(PgDb::create().await),
+        };
+        Self::start_on_pg(catalog, TEST_POLICY, pg).await
+    }
+
+    /// Imports `catalog` (into `pg`, or the data directory's SQLite file)
+    /// and starts a node.
+    pub async fn start_on_pg(catalog: &str, policy_text: &str, pg: Option<Arc<PgDb>>) -> Gateway {
         let dir = tempfile::tempdir().expect("tempdir");
         let file = dir.path().join("catalog.yaml");
         std::fs::write(&file, catalog).unwrap();
-        let tokens = import(dir.path(), &file);
+        let tokens = import_into(dir.path(), pg.as_ref().map(|p| p.url.as_str()), &file);
+        Self::node(dir, tokens, policy_text, pg, 50).await
+    }
+
+    /// Starts a node of a cluster on `pg`, with a data directory
+    /// (certificate, ledger, plugin cache) of its own, importing `catalog`
+    /// first if given, and polling the catalog only every `poll_ms`.
+    pub async fn cluster_node(catalog: Option<&str>, pg: &Arc<PgDb>, poll_ms: u64) -> Gateway {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let tokens = match catalog {
+            Some(catalog) => {
+                let file = dir.path().join("catalog.yaml");
+                std::fs::write(&file, catalog).unwrap();
+                import_into(dir.path(), Some(&pg.url), &file)
+            }
+            None => HashMap::new(),
+        };
+        Self::node(dir, tokens, TEST_POLICY, Some(pg.clone()), poll_ms).await
+    }
+
+    async fn node(
+        dir: tempfile::TempDir,
+        tokens: HashMap<String, String>,
+        policy_text: &str,
+        pg: Option<Arc<PgDb>>,
+        catalog_poll_ms: u64,
+    ) -> Gateway {
         let policy = dir.path().join("policy.yaml");
         std::fs::write(&policy, policy_text).unwrap();
         let mut gw = Gateway {
@@ -344,9 +477,19 @@ impl Gateway {
             child: None,
             client: reqwest::Client::new(),
             embedded: None,
+            pg,
+            catalog_poll_ms,
         };
         gw.spawn().await;
         gw
+    }
+
+    /// The SQLite file that holds this node's audit ledger.
+    pub fn ledger_db(&self) -> PathBuf {
+        match self.pg {
+            Some(_) => self.dir.path().join("ledger.db"),
+            None => self.dir.path().join("chasqui.db"),
+        }
     }
 
     /// Starts `chasqui serve` on the embedded default: no policy file (the
@@ -362,6 +505,8 @@ impl Gateway {
             child: None,
             client: reqwest::Client::new(),
             embedded: Some(plugin_dir.to_path_buf()),
+            pg: None,
+            catalog_poll_ms: 50,
         };
         gw.spawn().await;
         gw
@@ -381,6 +526,9 @@ impl Gateway {
             .arg(format!("127.0.0.1:{port}"))
             .arg("--admin-listen")
             .arg(format!("127.0.0.1:{admin_port}"));
+        if let Some(pg) = &self.pg {
+            command.arg("--database-url").arg(&pg.url);
+        }
         match &self.embedded {
             Some(plugin_dir) => command
                 .arg("--demo-listen")
@@ -392,14 +540,9 @@ impl Gateway {
                 .arg("--no-demo"),
         };
         let child = command
-            .args([
-                "--threads",
-                "2",
-                "--catalog-poll-ms",
-                "50",
-                "--drain-timeout-secs",
-                "10",
-            ])
+            .args(["--threads", "2", "--drain-timeout-secs", "10"])
+            .arg("--catalog-poll-ms")
+            .arg(self.catalog_poll_ms.to_string())
             .env("RUST_LOG", "info")
             .stdout(Stdio::null())
             .stderr(log)
@@ -488,12 +631,12 @@ impl Gateway {
 
     /// Runs a `chasqui` subcommand against this gateway's data directory.
     pub fn cli(&self, args: &[&str]) -> std::process::Output {
-        Command::new(CHASQUI)
-            .args(args)
-            .arg("--data-dir")
-            .arg(self.dir.path())
-            .output()
-            .expect("run chasqui")
+        let mut command = Command::new(CHASQUI);
+        command.args(args).arg("--data-dir").arg(self.dir.path());
+        if let Some(pg) = &self.pg {
+            command.arg("--database-url").arg(&pg.url);
+        }
+        command.output().expect("run chasqui")
     }
 
     /// Replaces the policy file and sends SIGHUP.
@@ -598,13 +741,25 @@ fn wait_for_file(path: &Path) -> Vec<u8> {
 
 /// Runs `chasqui catalog import` and returns the issued tokens by label.
 pub fn import(data_dir: &Path, file: &Path) -> HashMap<String, String> {
-    let out = Command::new(CHASQUI)
+    import_into(data_dir, None, file)
+}
+
+/// Like [`import`], into the database at `database_url` when given.
+pub fn import_into(
+    data_dir: &Path,
+    database_url: Option<&str>,
+    file: &Path,
+) -> HashMap<String, String> {
+    let mut command = Command::new(CHASQUI);
+    command
         .args(["catalog", "import"])
         .arg(file)
         .arg("--data-dir")
-        .arg(data_dir)
-        .output()
-        .expect("run import");
+        .arg(data_dir);
+    if let Some(url) = database_url {
+        command.arg("--database-url").arg(url);
+    }
+    let out = command.output().expect("run import");
     assert!(
         out.status.success(),
         "import failed: {}",
