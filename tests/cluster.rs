@@ -59,7 +59,14 @@ async fn call(gw: &Gateway, path: &str, token: &str) -> (u16, String) {
 
 /// Polls node `gw` until `done` holds for the answer to `path`, for at most
 /// five seconds; returns how long it took from `since`.
-async fn until<F>(gw: &Gateway, path: &str, token: &str, since: Instant, what: &str, done: F) -> Duration
+async fn until<F>(
+    gw: &Gateway,
+    path: &str,
+    token: &str,
+    since: Instant,
+    what: &str,
+    done: F,
+) -> Duration
 where
     F: Fn(&(u16, String)) -> bool,
 {
@@ -111,11 +118,17 @@ consumers:
     let b = Gateway::cluster_node(None, &pg, SLOW_POLL_MS).await;
     // Different processes, data directories and certificates; one catalog.
     assert_ne!(a.pid(), b.pid());
-    assert!(b.dir.path().join("ledger.db").exists(), "node B keeps its own ledger");
+    assert!(
+        b.dir.path().join("ledger.db").exists(),
+        "node B keeps its own ledger"
+    );
     let op = Admin::new(&a, &a.admin_token());
     // Node B's admin API serves the same catalog with the same principals.
     let op_b = Admin::new(&b, &a.admin_token());
-    assert_eq!(op_b.call(Method::GET, "/me", None, 200).await["role"], "operator");
+    assert_eq!(
+        op_b.call(Method::GET, "/me", None, 200).await["role"],
+        "operator"
+    );
 
     let path = "/segip/v1/personas/1";
     let token = a.token("portal").to_string();
@@ -152,7 +165,9 @@ consumers:
         )
         .await;
     let sin = Admin::new(&a, issued["token"].as_str().unwrap());
-    let systems = sin.call(Method::GET, "/entities/sin/systems", None, 200).await;
+    let systems = sin
+        .call(Method::GET, "/entities/sin/systems", None, 200)
+        .await;
     let system_id = |code: &str| {
         systems
             .as_array()
@@ -173,19 +188,35 @@ consumers:
         .await;
     let transitions = format!("/access-requests/{}/transitions", request["id"]);
     let outcome = op
-        .call(Method::POST, &transitions, Some(json!({"action": "enable_test"})), 200)
+        .call(
+            Method::POST,
+            &transitions,
+            Some(json!({"action": "enable_test"})),
+            200,
+        )
         .await;
-    let caja = outcome["issued_token"]["token"].as_str().unwrap().to_string();
+    let caja = outcome["issued_token"]["token"]
+        .as_str()
+        .unwrap()
+        .to_string();
     let since = Instant::now();
     let took = until(&b, path, &caja, since, "grant given", |a| a.0 == 200).await;
     println!("cluster: grant given through node A, honoured by node B after {took:?}");
     assert!(took < WITHIN, "a new grant took {took:?} to reach node B");
     let since = Instant::now();
-    op.call(Method::POST, &transitions, Some(json!({"action": "suspend"})), 200)
-        .await;
+    op.call(
+        Method::POST,
+        &transitions,
+        Some(json!({"action": "suspend"})),
+        200,
+    )
+    .await;
     let took = until(&b, path, &caja, since, "grant withdrawn", |a| a.0 == 403).await;
     println!("cluster: grant withdrawn through node A, refused by node B after {took:?}");
-    assert!(took < WITHIN, "grant withdrawal took {took:?} to reach node B");
+    assert!(
+        took < WITHIN,
+        "grant withdrawal took {took:?} to reach node B"
+    );
 
     // 3. A token revoked through node A, refused by node B.
     let tokens_path = format!("/systems/{}/tokens", system_id("portal"));
@@ -250,7 +281,15 @@ consumers:
 
     // Cut every LISTEN connection on the server (both nodes' listeners).
     let mut admin = sqlx::PgConnection::connect(&pg.url).await.unwrap();
-    let name = pg.url.rsplit('/').next().unwrap().split('?').next().unwrap().to_string();
+    let name = pg
+        .url
+        .rsplit('/')
+        .next()
+        .unwrap()
+        .split('?')
+        .next()
+        .unwrap()
+        .to_string();
     let cut = admin
         .execute(
             format!(
@@ -264,7 +303,9 @@ consumers:
     assert!(cut.rows_affected() >= 1, "no listener to cut");
     // Revoke through node A's admin API at once, while B may be reconnecting.
     let op = Admin::new(&a, &a.admin_token());
-    let systems = op.call(Method::GET, "/entities/sin/systems", None, 200).await;
+    let systems = op
+        .call(Method::GET, "/entities/sin/systems", None, 200)
+        .await;
     let tokens_path = format!("/systems/{}/tokens", systems[0]["id"]);
     let tokens = op.call(Method::GET, &tokens_path, None, 200).await;
     let since = Instant::now();
@@ -275,12 +316,16 @@ consumers:
         204,
     )
     .await;
-    let took = until(&b, path, &token, since, "revoked after reconnect", |a| a.0 == 401).await;
+    let took = until(&b, path, &token, since, "revoked after reconnect", |a| {
+        a.0 == 401
+    })
+    .await;
     println!("cluster: revocation reached node B across a listener reconnect after {took:?}");
     assert!(took < Duration::from_secs(2), "took {took:?}");
     let _ = admin.close().await;
     assert!(
-        b.log().contains("catalog change listener lost its connection"),
+        b.log()
+            .contains("catalog change listener lost its connection"),
         "{}",
         b.log()
     );

@@ -26,7 +26,10 @@ async fn store(dir: &Path) -> Store {
 }
 
 async fn exec(store: &Store, sql: &str) {
-    sqlx::query(sql).execute(store.sqlite_pool().unwrap()).await.unwrap();
+    sqlx::query(sql)
+        .execute(store.sqlite_pool().unwrap())
+        .await
+        .unwrap();
 }
 
 #[tokio::test]
@@ -34,7 +37,9 @@ async fn the_chain_verifies_and_every_tampering_is_named() {
     let dir = tempfile::tempdir().unwrap();
     let store = store(dir.path()).await;
     let key = dir.path().join("ledger-ed25519.pk8");
-    let ledger = Ledger::open(store.sqlite_pool().unwrap().clone(), &key).await.unwrap();
+    let ledger = Ledger::open(store.sqlite_pool().unwrap().clone(), &key)
+        .await
+        .unwrap();
     let mut receipts = Vec::new();
     for i in 0..12 {
         let payload = format!(
@@ -88,13 +93,19 @@ async fn the_chain_verifies_and_every_tampering_is_named() {
     let (ok, out) = verify(dir.path());
     assert!(!ok);
     assert!(out.contains("entry 5 was altered"), "{out}");
-    sqlx::raw_sql(restore).execute(store.sqlite_pool().unwrap()).await.unwrap();
+    sqlx::raw_sql(restore)
+        .execute(store.sqlite_pool().unwrap())
+        .await
+        .unwrap();
 
     exec(&store, "DELETE FROM ledger_entries WHERE position = 5").await;
     let (ok, out) = verify(dir.path());
     assert!(!ok);
     assert!(out.contains("entry 5 is missing"), "{out}");
-    sqlx::raw_sql(restore).execute(store.sqlite_pool().unwrap()).await.unwrap();
+    sqlx::raw_sql(restore)
+        .execute(store.sqlite_pool().unwrap())
+        .await
+        .unwrap();
 
     // Swap the contents of entries 5 and 6 (positions stay).
     sqlx::raw_sql(
@@ -113,7 +124,10 @@ async fn the_chain_verifies_and_every_tampering_is_named() {
     let (ok, out) = verify(dir.path());
     assert!(!ok);
     assert!(out.contains("entry 5 was moved"), "{out}");
-    sqlx::raw_sql(restore).execute(store.sqlite_pool().unwrap()).await.unwrap();
+    sqlx::raw_sql(restore)
+        .execute(store.sqlite_pool().unwrap())
+        .await
+        .unwrap();
     assert!(verify(dir.path()).0, "restored");
 
     exec(&store, "UPDATE ledger_checkpoints SET signature = replace(signature, substr(signature, 1, 2), 'ff')").await;
@@ -128,14 +142,18 @@ async fn the_chain_continues_across_a_restart() {
     let key = dir.path().join("ledger-ed25519.pk8");
     let first = {
         let store = store(dir.path()).await;
-        let ledger = Ledger::open(store.sqlite_pool().unwrap().clone(), &key).await.unwrap();
+        let ledger = Ledger::open(store.sqlite_pool().unwrap().clone(), &key)
+            .await
+            .unwrap();
         let r = ledger.append("a.b", "gateway", "", "{}").unwrap();
         ledger.flush().await.unwrap();
         store.close().await;
         r
     };
     let store = store(dir.path()).await;
-    let ledger = Ledger::open(store.sqlite_pool().unwrap().clone(), &key).await.unwrap();
+    let ledger = Ledger::open(store.sqlite_pool().unwrap().clone(), &key)
+        .await
+        .unwrap();
     let second = ledger.append("a.b", "gateway", "", "{\"n\":2}").unwrap();
     assert_eq!(second.position, first.position + 1);
     ledger.checkpoint().await.unwrap();
@@ -171,9 +189,12 @@ async fn the_chain_continues_across_a_restart() {
 async fn receipts_are_verified_against_signed_checkpoints() {
     let dir = tempfile::tempdir().unwrap();
     let store = store(dir.path()).await;
-    let ledger = Ledger::open(store.sqlite_pool().unwrap().clone(), &dir.path().join("ledger-ed25519.pk8"))
-        .await
-        .unwrap();
+    let ledger = Ledger::open(
+        store.sqlite_pool().unwrap().clone(),
+        &dir.path().join("ledger-ed25519.pk8"),
+    )
+    .await
+    .unwrap();
     let receipts: Vec<_> = (0..6)
         .map(|i| {
             ledger

@@ -535,13 +535,14 @@ impl Store {
     ) -> DomainResult<AccessRequest> {
         let justification = optional_text("justification", justification, 4000)?;
         let mut tx = self.write_tx().await?;
-        let system_entity: i64 = sqlx::query_scalar("SELECT entity_id FROM consumers WHERE id = $1")
-            .bind(system_id)
-            .fetch_optional(&mut *tx)
-            .await?
-            .ok_or_else(|| {
-                DomainError::field("system_id", format!("no consumer system {system_id}"))
-            })?;
+        let system_entity: i64 =
+            sqlx::query_scalar("SELECT entity_id FROM consumers WHERE id = $1")
+                .bind(system_id)
+                .fetch_optional(&mut *tx)
+                .await?
+                .ok_or_else(|| {
+                    DomainError::field("system_id", format!("no consumer system {system_id}"))
+                })?;
         actor.require_for_entity(
             Role::Consumer,
             system_entity,
@@ -783,10 +784,11 @@ impl Store {
                 );
             }
             ConsumeAction::EnableProduction => {
-                let status: String = sqlx::query_scalar("SELECT status FROM services WHERE id = $1")
-                    .bind(request.service_id)
-                    .fetch_one(&mut *tx)
-                    .await?;
+                let status: String =
+                    sqlx::query_scalar("SELECT status FROM services WHERE id = $1")
+                        .bind(request.service_id)
+                        .fetch_one(&mut *tx)
+                        .await?;
                 if status != "published" && status != "deprecated" {
                     return Err(DomainError::InvalidTransition {
                         from: from.to_string(),

@@ -310,12 +310,14 @@ impl PgDb {
                 .unwrap()
                 .as_nanos()
         );
-        let mut admin = sqlx::PgConnection::connect(&base).await.unwrap_or_else(|e| {
-            panic!(
-                "PostgreSQL is not reachable at {base} ({e}); start it (`./dev.sh test` does) \
+        let mut admin = sqlx::PgConnection::connect(&base)
+            .await
+            .unwrap_or_else(|e| {
+                panic!(
+                    "PostgreSQL is not reachable at {base} ({e}); start it (`./dev.sh test` does) \
                  or set CHASQUI_TEST_PG_URL"
-            )
-        });
+                )
+            });
         admin
             .execute(format!("CREATE DATABASE {name}").as_str())
             .await
