@@ -928,15 +928,17 @@ impl Store {
             PublishAction::Publish => {
                 // The catalog offers a contract and a metadata sheet for
                 // every service it lists.
+                // A comparison is an integer on SQLite and a boolean on
+                // PostgreSQL: CASE makes it an integer on both.
                 let row = sqlx::query(
-                    "SELECT openapi IS NOT NULL, data_provided, legal_basis FROM service_sheets
-                     WHERE service_id = $1",
+                    "SELECT CASE WHEN openapi IS NULL THEN 0 ELSE 1 END, data_provided, legal_basis
+                     FROM service_sheets WHERE service_id = $1",
                 )
                 .bind(id)
                 .fetch_optional(&mut *tx)
                 .await?;
                 let (has_openapi, data, legal): (bool, String, String) = match row {
-                    Some(r) => (r.try_get(0)?, r.try_get(1)?, r.try_get(2)?),
+                    Some(r) => (r.try_get::<i64, _>(0)? != 0, r.try_get(1)?, r.try_get(2)?),
                     None => (false, String::new(), String::new()),
                 };
                 let missing = if !has_openapi {
