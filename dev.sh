@@ -3,6 +3,7 @@
 #
 #   ./dev.sh run [serve flags]   build and start the gateway on the embedded default
 #   ./dev.sh test                formatting, lints and the whole test suite
+#                                (on SQLite and on PostgreSQL, started if absent)
 #   ./dev.sh chasqui ARGS...     run the built binary (e.g. `token issue ...`)
 #
 # It installs what a fresh Debian machine with rustup lacks (a C toolchain and
@@ -32,6 +33,40 @@ ensure_build_tools() {
       exit 1
     fi
   fi
+}
+
+# The tests run the store on SQLite and on a real PostgreSQL on loopback
+# (CHASQUI_TEST_PG_URL, default postgres://postgres@127.0.0.1:5432/postgres,
+# a superuser that may create and drop databases). Uses the server the
+# machine runs; as root on Debian, installs and starts one when none answers.
+PG_URL_DEFAULT=postgres://postgres@127.0.0.1:5432/postgres
+pg_ready() { pg_isready -q -h 127.0.0.1 -p 5432 2>/dev/null || (exec 3<>/dev/tcp/127.0.0.1/5432) 2>/dev/null; }
+ensure_postgres() {
+  export CHASQUI_TEST_PG_URL="${CHASQUI_TEST_PG_URL:-$PG_URL_DEFAULT}"
+  if [[ $CHASQUI_TEST_PG_URL != "$PG_URL_DEFAULT" ]] || pg_ready; then
+    return
+  fi
+  if [[ $(id -u) -ne 0 ]] || ! command -v apt-get >/dev/null 2>&1; then
+    say "PostgreSQL is not reachable on 127.0.0.1:5432: run 'sudo apt-get install -y postgresql && sudo service postgresql start' (trust for local TCP) or set CHASQUI_TEST_PG_URL"
+    exit 1
+  fi
+  if ! command -v pg_ctlcluster >/dev/null 2>&1; then
+    say "installing PostgreSQL from Debian for the tests"
+    apt-get update -qq
+    DEBIAN_FRONTEND=noninteractive apt-get install -y -qq postgresql >/dev/null
+  fi
+  local version
+  version=$(ls /etc/postgresql | sort -V | tail -n1)
+  local hba=/etc/postgresql/$version/main/pg_hba.conf
+  # Loopback only, and only for the tests' throwaway databases: trust.
+  if ! grep -q '^host all all 127.0.0.1/32 trust' "$hba"; then
+    sed -i '1i host all all 127.0.0.1/32 trust' "$hba"
+  fi
+  pg_ctlcluster "$version" main start 2>/dev/null || service postgresql start >/dev/null
+  for _ in $(seq 1 60); do pg_ready && break; sleep 0.5; done
+  pg_ready || { say "PostgreSQL did not start"; exit 1; }
+  pg_ctlcluster "$version" main reload 2>/dev/null || true
+  say "PostgreSQL $version running on 127.0.0.1:5432"
 }
 
 # The AGETIC plugins the default policy loads, plus the examples and test
@@ -67,6 +102,7 @@ case "$cmd" in
     ;;
   test)
     ensure_build_tools
+    ensure_postgres
     cargo fmt --all -- --check
     cargo clippy --workspace --all-targets --locked -- -D warnings
     # The plugin tests load real components: build them once here (this also
@@ -84,7 +120,7 @@ case "$cmd" in
     exec "$bin" "$@"
     ;;
   *)
-    sed -n '2,8p' "$0" | sed 's/^# \{0,1\}//'
+    sed -n '2,9p' "$0" | sed 's/^# \{0,1\}//'
     exit 2
     ;;
 esac

@@ -150,10 +150,9 @@ services:
 }
 
 async fn ledger_kinds(gw: &Gateway) -> Vec<(String, String)> {
-    let url = format!(
-        "sqlite://{}?mode=ro",
-        gw.dir.path().join("chasqui.db").display()
-    );
+    // The ledger is per node: in the catalog's SQLite file, or in the
+    // node's own `ledger.db` when the catalog is on PostgreSQL.
+    let url = format!("sqlite://{}?mode=ro", gw.ledger_db().display());
     let pool = sqlx::SqlitePool::connect(&url)
         .await
         .expect("open the store");
@@ -169,9 +168,18 @@ async fn ledger_kinds(gw: &Gateway) -> Vec<(String, String)> {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_consume_procedure_end_to_end() {
+    consume_walk(Db::Sqlite).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_consume_procedure_end_to_end_on_postgres() {
+    consume_walk(Db::Postgres).await;
+}
+
+async fn consume_walk(db: Db) {
     let test_up = Upstream::start("pruebas", Behavior::Echo).await;
     let prod_up = Upstream::start("produccion", Behavior::Echo).await;
-    let gw = Gateway::start(&imported_catalog(&test_up, &prod_up)).await;
+    let gw = Gateway::start_on(&imported_catalog(&test_up, &prod_up), db).await;
 
     // The bootstrap operator's token is in a private file, never in the log.
     let op_token = gw.admin_token();
@@ -754,10 +762,19 @@ async fn the_consume_procedure_end_to_end() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_publish_procedure_end_to_end() {
+    publish_walk(Db::Sqlite).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_publish_procedure_end_to_end_on_postgres() {
+    publish_walk(Db::Postgres).await;
+}
+
+async fn publish_walk(db: Db) {
     let test_up = Upstream::start("visas-pruebas", Behavior::Echo).await;
     let prod_up = Upstream::start("visas-produccion", Behavior::Echo).await;
     // A consumer entity with a system already exists (imported).
-    let gw = Gateway::start(
+    let gw = Gateway::start_on(
         "entities:
   - {code: sin, name: Servicio de Impuestos Nacionales}
 consumers:
@@ -765,6 +782,7 @@ consumers:
     code: portal
     name: Portal
 ",
+        db,
     )
     .await;
     let op = Admin::new(&gw, Some(&gw.admin_token()));

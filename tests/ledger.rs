@@ -26,7 +26,10 @@ async fn store(dir: &Path) -> Store {
 }
 
 async fn exec(store: &Store, sql: &str) {
-    sqlx::query(sql).execute(store.pool()).await.unwrap();
+    sqlx::query(sql)
+        .execute(store.sqlite_pool().unwrap())
+        .await
+        .unwrap();
 }
 
 #[tokio::test]
@@ -34,7 +37,9 @@ async fn the_chain_verifies_and_every_tampering_is_named() {
     let dir = tempfile::tempdir().unwrap();
     let store = store(dir.path()).await;
     let key = dir.path().join("ledger-ed25519.pk8");
-    let ledger = Ledger::open(store.pool().clone(), &key).await.unwrap();
+    let ledger = Ledger::open(store.sqlite_pool().unwrap().clone(), &key)
+        .await
+        .unwrap();
     let mut receipts = Vec::new();
     for i in 0..12 {
         let payload = format!(
@@ -60,7 +65,7 @@ async fn the_chain_verifies_and_every_tampering_is_named() {
     // The receipt's hash is the one stored, and recomputable by anyone.
     let (prev, stored): (String, String) =
         sqlx::query_as("SELECT prev_hash, hash FROM ledger_entries WHERE position = 11")
-            .fetch_one(store.pool())
+            .fetch_one(store.sqlite_pool().unwrap())
             .await
             .unwrap();
     assert_eq!(stored, receipts[11].hash);
@@ -88,13 +93,19 @@ async fn the_chain_verifies_and_every_tampering_is_named() {
     let (ok, out) = verify(dir.path());
     assert!(!ok);
     assert!(out.contains("entry 5 was altered"), "{out}");
-    sqlx::raw_sql(restore).execute(store.pool()).await.unwrap();
+    sqlx::raw_sql(restore)
+        .execute(store.sqlite_pool().unwrap())
+        .await
+        .unwrap();
 
     exec(&store, "DELETE FROM ledger_entries WHERE position = 5").await;
     let (ok, out) = verify(dir.path());
     assert!(!ok);
     assert!(out.contains("entry 5 is missing"), "{out}");
-    sqlx::raw_sql(restore).execute(store.pool()).await.unwrap();
+    sqlx::raw_sql(restore)
+        .execute(store.sqlite_pool().unwrap())
+        .await
+        .unwrap();
 
     // Swap the contents of entries 5 and 6 (positions stay).
     sqlx::raw_sql(
@@ -107,13 +118,16 @@ async fn the_chain_verifies_and_every_tampering_is_named() {
             hash = (SELECT hash FROM backup b WHERE b.position = 11 - ledger_entries.position)
          WHERE position IN (5, 6)",
     )
-    .execute(store.pool())
+    .execute(store.sqlite_pool().unwrap())
     .await
     .unwrap();
     let (ok, out) = verify(dir.path());
     assert!(!ok);
     assert!(out.contains("entry 5 was moved"), "{out}");
-    sqlx::raw_sql(restore).execute(store.pool()).await.unwrap();
+    sqlx::raw_sql(restore)
+        .execute(store.sqlite_pool().unwrap())
+        .await
+        .unwrap();
     assert!(verify(dir.path()).0, "restored");
 
     exec(&store, "UPDATE ledger_checkpoints SET signature = replace(signature, substr(signature, 1, 2), 'ff')").await;
@@ -128,14 +142,18 @@ async fn the_chain_continues_across_a_restart() {
     let key = dir.path().join("ledger-ed25519.pk8");
     let first = {
         let store = store(dir.path()).await;
-        let ledger = Ledger::open(store.pool().clone(), &key).await.unwrap();
+        let ledger = Ledger::open(store.sqlite_pool().unwrap().clone(), &key)
+            .await
+            .unwrap();
         let r = ledger.append("a.b", "gateway", "", "{}").unwrap();
         ledger.flush().await.unwrap();
         store.close().await;
         r
     };
     let store = store(dir.path()).await;
-    let ledger = Ledger::open(store.pool().clone(), &key).await.unwrap();
+    let ledger = Ledger::open(store.sqlite_pool().unwrap().clone(), &key)
+        .await
+        .unwrap();
     let second = ledger.append("a.b", "gateway", "", "{\"n\":2}").unwrap();
     assert_eq!(second.position, first.position + 1);
     ledger.checkpoint().await.unwrap();
@@ -143,7 +161,7 @@ async fn the_chain_continues_across_a_restart() {
     assert!(ok, "{out}");
     // The hash links to the first entry's.
     let (at_ms,): (i64,) = sqlx::query_as("SELECT at_ms FROM ledger_entries WHERE position = 1")
-        .fetch_one(store.pool())
+        .fetch_one(store.sqlite_pool().unwrap())
         .await
         .unwrap();
     let mut prev = [0u8; 32];
@@ -171,9 +189,12 @@ async fn the_chain_continues_across_a_restart() {
 async fn receipts_are_verified_against_signed_checkpoints() {
     let dir = tempfile::tempdir().unwrap();
     let store = store(dir.path()).await;
-    let ledger = Ledger::open(store.pool().clone(), &dir.path().join("ledger-ed25519.pk8"))
-        .await
-        .unwrap();
+    let ledger = Ledger::open(
+        store.sqlite_pool().unwrap().clone(),
+        &dir.path().join("ledger-ed25519.pk8"),
+    )
+    .await
+    .unwrap();
     let receipts: Vec<_> = (0..6)
         .map(|i| {
             ledger

@@ -110,7 +110,7 @@ pub enum DeferredOutcome {
     },
 }
 
-fn deferred_from_row(row: &sqlx::sqlite::SqliteRow) -> Result<Deferred> {
+fn deferred_from_row(row: &sqlx::any::AnyRow) -> Result<Deferred> {
     let headers: String = row.try_get("headers")?;
     Ok(Deferred {
         seq: row.try_get("seq")?,
@@ -144,7 +144,7 @@ impl Store {
         sqlx::query(
             "INSERT INTO deferred_requests (id, service, environment, consumer_entity, consumer_system,
                  request_id, method, upstream_path, headers, body, accepted_at_ms, next_attempt_ms)
-             VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+             VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12)",
         )
         .bind(&request.id)
         .bind(&request.service)
@@ -191,7 +191,7 @@ impl Store {
         environment: &str,
     ) -> Result<Option<Deferred>> {
         let row = sqlx::query(
-            "SELECT * FROM deferred_requests WHERE service = ? AND environment = ? AND state = 'queued'
+            "SELECT * FROM deferred_requests WHERE service = $1 AND environment = $2 AND state = 'queued'
              ORDER BY seq LIMIT 1",
         )
         .bind(service)
@@ -216,9 +216,9 @@ impl Store {
             } => {
                 sqlx::query(
                     "UPDATE deferred_requests SET state = 'delivered', attempts = attempts + 1,
-                         delivered_at_ms = ?, upstream_status = ?, response_type = ?, response_body = ?,
+                         delivered_at_ms = $1, upstream_status = $2, response_type = $3, response_body = $4,
                          last_error = NULL
-                     WHERE id = ?",
+                     WHERE id = $5",
                 )
                 .bind(now_ms)
                 .bind(i64::from(*status))
@@ -233,8 +233,8 @@ impl Store {
                 error,
             } => {
                 sqlx::query(
-                    "UPDATE deferred_requests SET attempts = attempts + 1, next_attempt_ms = ?,
-                         last_error = ? WHERE id = ?",
+                    "UPDATE deferred_requests SET attempts = attempts + 1, next_attempt_ms = $1,
+                         last_error = $2 WHERE id = $3",
                 )
                 .bind(*next_attempt_ms)
                 .bind(error)
@@ -248,7 +248,7 @@ impl Store {
 
     /// One kept request by tracking id.
     pub async fn deferred(&self, id: &str) -> Result<Option<Deferred>> {
-        let row = sqlx::query("SELECT * FROM deferred_requests WHERE id = ?")
+        let row = sqlx::query("SELECT * FROM deferred_requests WHERE id = $1")
             .bind(id)
             .fetch_optional(self.pool())
             .await?;
@@ -258,7 +258,7 @@ impl Store {
     /// How many requests are queued for a service environment.
     pub async fn deferred_backlog(&self, service: &str, environment: &str) -> Result<i64> {
         Ok(sqlx::query_scalar(
-            "SELECT COUNT(*) FROM deferred_requests WHERE service = ? AND environment = ? AND state = 'queued'",
+            "SELECT COUNT(*) FROM deferred_requests WHERE service = $1 AND environment = $2 AND state = 'queued'",
         )
         .bind(service)
         .bind(environment)

@@ -11,7 +11,7 @@ use crate::domain::{
 use crate::model::{now_unix, Category, Environment};
 use crate::store::Store;
 use serde::{Deserialize, Serialize};
-use sqlx::{Row, Sqlite, Transaction};
+use sqlx::{Any, Row, Transaction};
 
 /// Largest OpenAPI document accepted, in bytes.
 pub const MAX_OPENAPI_BYTES: usize = 1 << 20;
@@ -337,8 +337,8 @@ pub fn validate_openapi(doc: &serde_json::Value, size: usize) -> DomainResult<()
     Ok(())
 }
 
-async fn entity_id_tx(tx: &mut Transaction<'_, Sqlite>, code: &str) -> DomainResult<i64> {
-    sqlx::query_scalar("SELECT id FROM entities WHERE code = ?")
+async fn entity_id_tx(tx: &mut Transaction<'_, Any>, code: &str) -> DomainResult<i64> {
+    sqlx::query_scalar("SELECT id FROM entities WHERE code = $1")
         .bind(code)
         .fetch_optional(&mut **tx)
         .await?
@@ -346,19 +346,19 @@ async fn entity_id_tx(tx: &mut Transaction<'_, Sqlite>, code: &str) -> DomainRes
 }
 
 async fn write_contacts(
-    tx: &mut Transaction<'_, Sqlite>,
+    tx: &mut Transaction<'_, Any>,
     entity_id: i64,
     contacts: &[Contact],
     now: i64,
 ) -> DomainResult<()> {
-    sqlx::query("DELETE FROM entity_security_contacts WHERE entity_id = ?")
+    sqlx::query("DELETE FROM entity_security_contacts WHERE entity_id = $1")
         .bind(entity_id)
         .execute(&mut **tx)
         .await?;
     for c in contacts {
         sqlx::query(
             "INSERT INTO entity_security_contacts (entity_id, full_name, role, email, phone, created_at)
-             VALUES (?, ?, ?, ?, ?, ?)",
+             VALUES ($1, $2, $3, $4, $5, $6)",
         )
         .bind(entity_id)
         .bind(&c.full_name)
@@ -382,7 +382,7 @@ const SERVICE_SELECT: &str = "SELECT s.id, e.code, s.code, s.version, s.name, s.
      LEFT JOIN service_sheets sh ON sh.service_id = s.id
      LEFT JOIN service_publications p ON p.service_id = s.id";
 
-fn service_of(row: &sqlx::sqlite::SqliteRow) -> DomainResult<Service> {
+fn service_of(row: &sqlx::any::AnyRow) -> DomainResult<Service> {
     let publisher: String = row.try_get(1)?;
     let version = u32::try_from(row.try_get::<i64, _>(3)?).unwrap_or(0);
     Ok(Service {
@@ -433,7 +433,7 @@ impl Store {
         let now = now_unix();
         let mut tx = self.write_tx().await?;
         let id: i64 = sqlx::query_scalar(
-            "INSERT INTO entities (code, name, kind, incident_webhook, created_at) VALUES (?, ?, ?, ?, ?)
+            "INSERT INTO entities (code, name, kind, incident_webhook, created_at) VALUES ($1, $2, $3, $4, $5)
              RETURNING id",
         )
         .bind(&code_v)
@@ -463,7 +463,7 @@ impl Store {
     /// own principals.
     pub async fn entity(&self, actor: &Actor, code: &str) -> DomainResult<Entity> {
         let row = sqlx::query(
-            "SELECT id, code, name, kind, created_at, incident_webhook FROM entities WHERE code = ?",
+            "SELECT id, code, name, kind, created_at, incident_webhook FROM entities WHERE code = $1",
         )
         .bind(code)
         .fetch_optional(self.pool())
@@ -474,7 +474,7 @@ impl Store {
         let contacts = if private {
             let rows = sqlx::query(
                 "SELECT full_name, role, email, phone FROM entity_security_contacts
-                 WHERE entity_id = ? ORDER BY id",
+                 WHERE entity_id = $1 ORDER BY id",
             )
             .bind(id)
             .fetch_all(self.pool())
@@ -517,9 +517,9 @@ impl Store {
         }
         let rows = sqlx::query(
             "SELECT id, code, name, kind, created_at FROM entities
-             WHERE id > ? AND (? IS NULL OR kind = ?)
-               AND (? IS NULL OR LOWER(code) LIKE ? ESCAPE '\\' OR LOWER(name) LIKE ? ESCAPE '\\')
-             ORDER BY id LIMIT ?",
+             WHERE id > $1 AND ($2 IS NULL OR kind = $3)
+               AND ($4 IS NULL OR LOWER(code) LIKE $5 ESCAPE '\\' OR LOWER(name) LIKE $6 ESCAPE '\\')
+             ORDER BY id LIMIT $7",
         )
         .bind(page.after_id)
         .bind(kind)
@@ -565,7 +565,7 @@ impl Store {
         let now = now_unix();
         if let Some(name) = &patch.name {
             let name = required_text("name", name, 300)?;
-            sqlx::query("UPDATE entities SET name = ? WHERE id = ?")
+            sqlx::query("UPDATE entities SET name = $1 WHERE id = $2")
                 .bind(name)
                 .bind(id)
                 .execute(&mut *tx)
@@ -574,7 +574,7 @@ impl Store {
         if let Some(kind) = &patch.kind {
             actor.require_operator("change an entity's kind")?;
             let kind = validate_kind(kind)?;
-            sqlx::query("UPDATE entities SET kind = ? WHERE id = ?")
+            sqlx::query("UPDATE entities SET kind = $1 WHERE id = $2")
                 .bind(kind)
                 .bind(id)
                 .execute(&mut *tx)
@@ -590,7 +590,7 @@ impl Store {
             } else {
                 Some(https_url("incident_webhook_url", w)?)
             };
-            sqlx::query("UPDATE entities SET incident_webhook = ? WHERE id = ?")
+            sqlx::query("UPDATE entities SET incident_webhook = $1 WHERE id = $2")
                 .bind(webhook)
                 .bind(id)
                 .execute(&mut *tx)
@@ -616,7 +616,7 @@ impl Store {
         actor.require_for_entity(Role::Consumer, entity_id, "register its consumer systems")?;
         let now = now_unix();
         let id: i64 = sqlx::query_scalar(
-            "INSERT INTO consumers (entity_id, code, name, created_at) VALUES (?, ?, ?, ?) RETURNING id",
+            "INSERT INTO consumers (entity_id, code, name, created_at) VALUES ($1, $2, $3, $4) RETURNING id",
         )
         .bind(entity_id)
         .bind(&code_v)
@@ -643,7 +643,7 @@ impl Store {
 
     /// The consumer systems of an entity (operators and the entity itself).
     pub async fn list_systems(&self, actor: &Actor, entity: &str) -> DomainResult<Vec<System>> {
-        let entity_id: i64 = sqlx::query_scalar("SELECT id FROM entities WHERE code = ?")
+        let entity_id: i64 = sqlx::query_scalar("SELECT id FROM entities WHERE code = $1")
             .bind(entity)
             .fetch_optional(self.pool())
             .await?
@@ -654,7 +654,7 @@ impl Store {
             )));
         }
         let rows = sqlx::query(
-            "SELECT id, code, name, created_at FROM consumers WHERE entity_id = ? ORDER BY id",
+            "SELECT id, code, name, created_at FROM consumers WHERE entity_id = $1 ORDER BY id",
         )
         .bind(entity_id)
         .fetch_all(self.pool())
@@ -677,7 +677,7 @@ impl Store {
     pub async fn system_for(&self, actor: &Actor, id: i64) -> DomainResult<System> {
         let row = sqlx::query(
             "SELECT c.id, e.code, c.code, c.name, c.created_at, c.entity_id
-             FROM consumers c JOIN entities e ON e.id = c.entity_id WHERE c.id = ?",
+             FROM consumers c JOIN entities e ON e.id = c.entity_id WHERE c.id = $1",
         )
         .bind(id)
         .fetch_optional(self.pool())
@@ -709,7 +709,7 @@ impl Store {
         let category = validate_category(&new.category)?;
         let sheet = validate_sheet(&new.sheet)?;
         let mut tx = self.write_tx().await?;
-        let entity_id: i64 = sqlx::query_scalar("SELECT id FROM entities WHERE code = ?")
+        let entity_id: i64 = sqlx::query_scalar("SELECT id FROM entities WHERE code = $1")
             .bind(&new.publisher)
             .fetch_optional(&mut *tx)
             .await?
@@ -727,7 +727,7 @@ impl Store {
         );
         let id: i64 = sqlx::query_scalar(
             "INSERT INTO services (entity_id, code, version, name, description, category, status, created_at, updated_at)
-             VALUES (?, ?, ?, ?, ?, ?, 'draft', ?, ?) RETURNING id",
+             VALUES ($1, $2, $3, $4, $5, $6, 'draft', $7, $8) RETURNING id",
         )
         .bind(entity_id)
         .bind(&code_v)
@@ -742,7 +742,7 @@ impl Store {
         .map_err(|e| DomainError::from_write(e, &conflict, "publisher"))?;
         sqlx::query(
             "INSERT INTO service_sheets (service_id, data_provided, legal_basis, personal_data, coordinator, version_notes, updated_at)
-             VALUES (?, ?, ?, ?, ?, ?, ?)",
+             VALUES ($1, $2, $3, $4, $5, $6, $7)",
         )
         .bind(id)
         .bind(&sheet.data_provided)
@@ -754,7 +754,7 @@ impl Store {
         .execute(&mut *tx)
         .await?;
         sqlx::query(
-            "INSERT INTO service_publications (service_id, state, updated_at) VALUES (?, 'draft', ?)",
+            "INSERT INTO service_publications (service_id, state, updated_at) VALUES ($1, 'draft', $2)",
         )
         .bind(id)
         .bind(now)
@@ -770,7 +770,7 @@ impl Store {
 
     /// Reads a service without visibility checks.
     pub(crate) async fn service_row(&self, id: i64) -> DomainResult<Service> {
-        let row = sqlx::query(&format!("{SERVICE_SELECT} WHERE s.id = ?"))
+        let row = sqlx::query(&format!("{SERVICE_SELECT} WHERE s.id = $1"))
             .bind(id)
             .fetch_optional(self.pool())
             .await?
@@ -817,25 +817,27 @@ impl Store {
         // Operators see every service; others the catalog and their own.
         let all = actor.is_operator();
         let own_entity = actor.entity_id.unwrap_or(0);
-        let visibility = if filter.published_only {
-            "s.status = 'published'"
-        } else {
-            "(? OR s.status IN ('published', 'deprecated') OR s.entity_id = ?)"
-        };
+        // One statement for both views, so the placeholders keep their
+        // numbers: the public catalog ($2) shows only published services;
+        // otherwise deprecated ones too, and operators ($3) and the
+        // publisher ($4) see everything of theirs.
         let sql = format!(
             "{SERVICE_SELECT}
-             WHERE s.id > ? AND {visibility}
-               AND (? IS NULL OR s.category = ?)
-               AND (? IS NULL OR e.code = ?)
-               AND (? IS NULL OR s.status = ?)
-               AND (? IS NULL OR LOWER(s.code) LIKE ? ESCAPE '\\' OR LOWER(s.name) LIKE ? ESCAPE '\\'
-                    OR LOWER(s.description) LIKE ? ESCAPE '\\')
-             ORDER BY s.id LIMIT ?"
+             WHERE s.id > $1
+               AND (s.status = 'published'
+                    OR (NOT $2 AND ($3 OR s.status = 'deprecated' OR s.entity_id = $4)))
+               AND ($5 IS NULL OR s.category = $6)
+               AND ($7 IS NULL OR e.code = $8)
+               AND ($9 IS NULL OR s.status = $10)
+               AND ($11 IS NULL OR LOWER(s.code) LIKE $12 ESCAPE '\\' OR LOWER(s.name) LIKE $13 ESCAPE '\\'
+                    OR LOWER(s.description) LIKE $14 ESCAPE '\\')
+             ORDER BY s.id LIMIT $15"
         );
-        let mut query = sqlx::query(&sql).bind(page.after_id);
-        if !filter.published_only {
-            query = query.bind(all).bind(own_entity);
-        }
+        let query = sqlx::query(&sql)
+            .bind(page.after_id)
+            .bind(filter.published_only)
+            .bind(all)
+            .bind(own_entity);
         let q = filter.q.as_deref().filter(|q| !q.trim().is_empty());
         let rows = query
             .bind(category)
@@ -886,7 +888,7 @@ impl Store {
         let now = now_unix();
         let mut tx = self.write_tx().await?;
         sqlx::query(
-            "UPDATE services SET name = ?, description = ?, category = ?, updated_at = ? WHERE id = ?",
+            "UPDATE services SET name = $1, description = $2, category = $3, updated_at = $4 WHERE id = $5",
         )
         .bind(name.unwrap_or(service.name))
         .bind(description.unwrap_or(service.description))
@@ -898,7 +900,7 @@ impl Store {
         if let Some(sheet) = sheet {
             sqlx::query(
                 "INSERT INTO service_sheets (service_id, data_provided, legal_basis, personal_data, coordinator, version_notes, updated_at)
-                 VALUES (?, ?, ?, ?, ?, ?, ?)
+                 VALUES ($1, $2, $3, $4, $5, $6, $7)
                  ON CONFLICT (service_id) DO UPDATE SET data_provided = excluded.data_provided,
                    legal_basis = excluded.legal_basis, personal_data = excluded.personal_data,
                    coordinator = excluded.coordinator, version_notes = excluded.version_notes,
@@ -939,7 +941,7 @@ impl Store {
         validate_openapi(doc, size)?;
         let now = now_unix();
         sqlx::query(
-            "INSERT INTO service_sheets (service_id, openapi, updated_at) VALUES (?, ?, ?)
+            "INSERT INTO service_sheets (service_id, openapi, updated_at) VALUES ($1, $2, $3)
              ON CONFLICT (service_id) DO UPDATE SET openapi = excluded.openapi, updated_at = excluded.updated_at",
         )
         .bind(id)
@@ -954,7 +956,7 @@ impl Store {
     pub async fn openapi(&self, actor: &Actor, id: i64) -> DomainResult<serde_json::Value> {
         self.service(actor, id).await?;
         let text: Option<String> =
-            sqlx::query_scalar("SELECT openapi FROM service_sheets WHERE service_id = ?")
+            sqlx::query_scalar("SELECT openapi FROM service_sheets WHERE service_id = $1")
                 .bind(id)
                 .fetch_optional(self.pool())
                 .await?
@@ -1004,7 +1006,7 @@ impl Store {
         let mut tx = self.write_tx().await?;
         sqlx::query(
             "INSERT INTO service_environments (service_id, environment, ca_pem, connect_timeout_ms, read_timeout_ms)
-             VALUES (?, ?, ?, ?, ?)
+             VALUES ($1, $2, $3, $4, $5)
              ON CONFLICT (service_id, environment) DO UPDATE SET ca_pem = excluded.ca_pem,
                connect_timeout_ms = excluded.connect_timeout_ms, read_timeout_ms = excluded.read_timeout_ms",
         )
@@ -1015,14 +1017,14 @@ impl Store {
         .bind(config.read_timeout_ms.map(i64::from))
         .execute(&mut *tx)
         .await?;
-        sqlx::query("DELETE FROM upstreams WHERE service_id = ? AND environment = ?")
+        sqlx::query("DELETE FROM upstreams WHERE service_id = $1 AND environment = $2")
             .bind(id)
             .bind(env)
             .execute(&mut *tx)
             .await?;
         for u in &upstreams {
             sqlx::query(
-                "INSERT INTO upstreams (service_id, environment, url, weight) VALUES (?, ?, ?, ?)",
+                "INSERT INTO upstreams (service_id, environment, url, weight) VALUES ($1, $2, $3, $4)",
             )
             .bind(id)
             .bind(env)
@@ -1061,14 +1063,14 @@ impl Store {
         for env in Environment::ALL {
             let settings = sqlx::query(
                 "SELECT ca_pem, connect_timeout_ms, read_timeout_ms FROM service_environments
-                 WHERE service_id = ? AND environment = ?",
+                 WHERE service_id = $1 AND environment = $2",
             )
             .bind(id)
             .bind(env.as_str())
             .fetch_optional(self.pool())
             .await?;
             let ups = sqlx::query(
-                "SELECT url, weight FROM upstreams WHERE service_id = ? AND environment = ? ORDER BY id",
+                "SELECT url, weight FROM upstreams WHERE service_id = $1 AND environment = $2 ORDER BY id",
             )
             .bind(id)
             .bind(env.as_str())
@@ -1114,7 +1116,7 @@ impl Store {
              JOIN consumers c ON c.id = g.consumer_id
              JOIN services s ON s.id = g.service_id
              JOIN entities e ON e.id = s.entity_id
-             WHERE c.entity_id = ? AND g.status = 'active'
+             WHERE c.entity_id = $1 AND g.status = 'active'
                AND (s.status IN ('published', 'deprecated')
                     OR (s.status = 'testing' AND g.environment = 'pruebas'))
              ORDER BY g.environment, c.code, s.id",
@@ -1146,7 +1148,7 @@ impl Store {
     /// service that serves that environment.
     pub async fn has_active_grant(&self, system_id: i64, env: Environment) -> DomainResult<bool> {
         let n: i64 = sqlx::query_scalar(
-            "SELECT COUNT(*) FROM grants WHERE consumer_id = ? AND environment = ? AND status = 'active'",
+            "SELECT COUNT(*) FROM grants WHERE consumer_id = $1 AND environment = $2 AND status = 'active'",
         )
         .bind(system_id)
         .bind(env.as_str())
@@ -1157,7 +1159,7 @@ impl Store {
 
     /// The id of an entity by code.
     pub async fn entity_id_of(&self, code: &str) -> DomainResult<i64> {
-        sqlx::query_scalar("SELECT id FROM entities WHERE code = ?")
+        sqlx::query_scalar("SELECT id FROM entities WHERE code = $1")
             .bind(code)
             .fetch_optional(self.pool())
             .await?

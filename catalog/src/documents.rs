@@ -77,7 +77,7 @@ const SELECT: &str =
         d.uploaded_by, d.created_at, d.entity_id
      FROM documents d JOIN entities e ON e.id = d.entity_id";
 
-fn document_of(r: &sqlx::sqlite::SqliteRow) -> DomainResult<Document> {
+fn document_of(r: &sqlx::any::AnyRow) -> DomainResult<Document> {
     Ok(Document {
         id: r.try_get(0)?,
         entity: r.try_get(1)?,
@@ -124,7 +124,7 @@ impl Store {
         let now = now_unix();
         let id: i64 = sqlx::query_scalar(
             "INSERT INTO documents (entity_id, kind, filename, media_type, size_bytes, sha256, content, uploaded_by, created_at)
-             VALUES (?, ?, ?, 'application/pdf', ?, ?, ?, ?, ?) RETURNING id",
+             VALUES ($1, $2, $3, 'application/pdf', $4, $5, $6, $7, $8) RETURNING id",
         )
         .bind(entity_id)
         .bind(kind)
@@ -153,7 +153,7 @@ impl Store {
 
     /// A document's metadata, for operators and its entity.
     pub async fn document(&self, actor: &Actor, id: i64) -> DomainResult<Document> {
-        let row = sqlx::query(&format!("{SELECT} WHERE d.id = ?"))
+        let row = sqlx::query(&format!("{SELECT} WHERE d.id = $1"))
             .bind(id)
             .fetch_optional(self.pool())
             .await?
@@ -174,7 +174,7 @@ impl Store {
         id: i64,
     ) -> DomainResult<(Document, Vec<u8>)> {
         let doc = self.document(actor, id).await?;
-        let text: String = sqlx::query_scalar("SELECT content FROM documents WHERE id = ?")
+        let text: String = sqlx::query_scalar("SELECT content FROM documents WHERE id = $1")
             .bind(id)
             .fetch_one(self.pool())
             .await?;
@@ -198,7 +198,7 @@ impl Store {
             (false, _) => actor.entity_id,
         };
         let rows = sqlx::query(&format!(
-            "{SELECT} WHERE d.id > ? AND (? IS NULL OR d.entity_id = ?) ORDER BY d.id LIMIT ?"
+            "{SELECT} WHERE d.id > $1 AND ($2 IS NULL OR d.entity_id = $3) ORDER BY d.id LIMIT $4"
         ))
         .bind(page.after_id)
         .bind(entity_id)

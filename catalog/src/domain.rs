@@ -75,6 +75,10 @@ impl DomainError {
     }
 }
 
+/// The PostgreSQL advisory lock key that serialises domain writes
+/// ("chasqui" in ASCII, so that it does not collide with other users).
+const DOMAIN_WRITE_LOCK: i64 = 0x0063_6861_7371_7569;
+
 /// Result type of domain operations.
 pub type DomainResult<T> = std::result::Result<T, DomainError>;
 
@@ -83,10 +87,23 @@ impl crate::store::Store {
     /// the write lock at once (waiting out the busy timeout), so a read made
     /// inside it cannot go stale before the write, as a deferred transaction
     /// could when another writer (the ledger flusher) commits in between.
+    /// PostgreSQL gets the same one-writer-at-a-time guarantee, across every
+    /// node of the cluster, from a transaction-scoped advisory lock taken
+    /// first: reads after it see every domain write committed before it.
     pub(crate) async fn write_tx(
         &self,
-    ) -> std::result::Result<sqlx::Transaction<'static, sqlx::Sqlite>, sqlx::Error> {
-        self.pool().begin_with("BEGIN IMMEDIATE").await
+    ) -> std::result::Result<sqlx::Transaction<'static, sqlx::Any>, sqlx::Error> {
+        match self.backend() {
+            crate::store::Backend::Sqlite => self.pool().begin_with("BEGIN IMMEDIATE").await,
+            crate::store::Backend::Postgres => {
+                let mut tx = self.pool().begin().await?;
+                sqlx::query("SELECT pg_advisory_xact_lock($1)")
+                    .bind(DOMAIN_WRITE_LOCK)
+                    .execute(&mut *tx)
+                    .await?;
+                Ok(tx)
+            }
+        }
     }
 }
 

@@ -10,7 +10,7 @@
 use crate::model::{now_unix, Category, Environment};
 use crate::store::{Result, Store, StoreError};
 use serde::Deserialize;
-use sqlx::{Sqlite, Transaction};
+use sqlx::{Any, Transaction};
 use std::collections::BTreeMap;
 use std::path::Path;
 
@@ -221,7 +221,7 @@ impl Store {
                 )));
             }
             sqlx::query(
-                "INSERT INTO entities (code, name, kind, created_at) VALUES (?, ?, ?, ?)
+                "INSERT INTO entities (code, name, kind, created_at) VALUES ($1, $2, $3, $4)
                  ON CONFLICT (code) DO UPDATE SET name = excluded.name, kind = excluded.kind",
             )
             .bind(&e.code)
@@ -240,7 +240,7 @@ impl Store {
             check_code("consumer code", &c.code)?;
             let entity_id = entity_id(&mut tx, &c.entity).await?;
             sqlx::query(
-                "INSERT INTO consumers (entity_id, code, name, created_at) VALUES (?, ?, ?, ?)
+                "INSERT INTO consumers (entity_id, code, name, created_at) VALUES ($1, $2, $3, $4)
                  ON CONFLICT (entity_id, code) DO UPDATE SET name = excluded.name",
             )
             .bind(entity_id)
@@ -250,7 +250,7 @@ impl Store {
             .execute(&mut *tx)
             .await?;
             let consumer_id: i64 =
-                sqlx::query_scalar("SELECT id FROM consumers WHERE entity_id = ? AND code = ?")
+                sqlx::query_scalar("SELECT id FROM consumers WHERE entity_id = $1 AND code = $2")
                     .bind(entity_id)
                     .bind(&c.code)
                     .fetch_one(&mut *tx)
@@ -262,7 +262,7 @@ impl Store {
                     let env = parse_env(env)?;
                     sqlx::query(
                         "INSERT INTO grants (consumer_id, service_id, environment, status, created_at)
-                         VALUES (?, ?, ?, 'active', ?)
+                         VALUES ($1, $2, $3, 'active', $4)
                          ON CONFLICT (consumer_id, service_id, environment) DO UPDATE SET status = 'active'",
                     )
                     .bind(consumer_id)
@@ -278,8 +278,8 @@ impl Store {
                 let env = parse_env(&t.environment)?;
                 let holder = format!("{}/{}", c.entity, c.code);
                 let live: i64 = sqlx::query_scalar(
-                    "SELECT COUNT(*) FROM tokens WHERE consumer_id = ? AND environment = ? AND label = ?
-                       AND revoked_at IS NULL AND (expires_at IS NULL OR expires_at > ?)",
+                    "SELECT COUNT(*) FROM tokens WHERE consumer_id = $1 AND environment = $2 AND label = $3
+                       AND revoked_at IS NULL AND (expires_at IS NULL OR expires_at > $4)",
                 )
                 .bind(consumer_id)
                 .bind(env.as_str())
@@ -315,7 +315,7 @@ impl Store {
 }
 
 async fn import_service(
-    tx: &mut Transaction<'_, Sqlite>,
+    tx: &mut Transaction<'_, Any>,
     s: &ServiceSpec,
     base_dir: &Path,
     now: i64,
@@ -339,7 +339,7 @@ async fn import_service(
     let entity_id = entity_id(tx, &s.entity).await?;
     sqlx::query(
         "INSERT INTO services (entity_id, code, version, name, description, category, status, created_at, updated_at)
-         VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)
+         VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9)
          ON CONFLICT (entity_id, code) DO UPDATE SET version = excluded.version, name = excluded.name,
            description = excluded.description, category = excluded.category,
            status = excluded.status, updated_at = excluded.updated_at",
@@ -356,7 +356,7 @@ async fn import_service(
     .execute(&mut **tx)
     .await?;
     let service_id: i64 =
-        sqlx::query_scalar("SELECT id FROM services WHERE entity_id = ? AND code = ?")
+        sqlx::query_scalar("SELECT id FROM services WHERE entity_id = $1 AND code = $2")
             .bind(entity_id)
             .bind(&s.code)
             .fetch_one(&mut **tx)
@@ -394,7 +394,7 @@ async fn import_service(
         }
         sqlx::query(
             "INSERT INTO service_environments (service_id, environment, ca_pem, connect_timeout_ms, read_timeout_ms)
-             VALUES (?, ?, ?, ?, ?)
+             VALUES ($1, $2, $3, $4, $5)
              ON CONFLICT (service_id, environment) DO UPDATE SET ca_pem = excluded.ca_pem,
                connect_timeout_ms = excluded.connect_timeout_ms, read_timeout_ms = excluded.read_timeout_ms",
         )
@@ -405,7 +405,7 @@ async fn import_service(
         .bind(spec.read_timeout_ms.map(|v| v as i64))
         .execute(&mut **tx)
         .await?;
-        sqlx::query("DELETE FROM upstreams WHERE service_id = ? AND environment = ?")
+        sqlx::query("DELETE FROM upstreams WHERE service_id = $1 AND environment = $2")
             .bind(service_id)
             .bind(env.as_str())
             .execute(&mut **tx)
@@ -417,7 +417,7 @@ async fn import_service(
             };
             check_upstream_url(url)?;
             sqlx::query(
-                "INSERT INTO upstreams (service_id, environment, url, weight) VALUES (?, ?, ?, ?)",
+                "INSERT INTO upstreams (service_id, environment, url, weight) VALUES ($1, $2, $3, $4)",
             )
             .bind(service_id)
             .bind(env.as_str())
@@ -430,15 +430,15 @@ async fn import_service(
     Ok(())
 }
 
-async fn entity_id(tx: &mut Transaction<'_, Sqlite>, code: &str) -> Result<i64> {
-    sqlx::query_scalar("SELECT id FROM entities WHERE code = ?")
+async fn entity_id(tx: &mut Transaction<'_, Any>, code: &str) -> Result<i64> {
+    sqlx::query_scalar("SELECT id FROM entities WHERE code = $1")
         .bind(code)
         .fetch_optional(&mut **tx)
         .await?
         .ok_or_else(|| StoreError::NotFound(format!("entity `{code}`")))
 }
 
-async fn service_id_by_route(tx: &mut Transaction<'_, Sqlite>, route: &str) -> Result<i64> {
+async fn service_id_by_route(tx: &mut Transaction<'_, Any>, route: &str) -> Result<i64> {
     let (entity, version) = route
         .split_once('/')
         .and_then(|(e, v)| Some((e, v.strip_prefix('v')?.parse::<u32>().ok()?)))
@@ -446,7 +446,7 @@ async fn service_id_by_route(tx: &mut Transaction<'_, Sqlite>, route: &str) -> R
             StoreError::Invalid(format!("grant service `{route}` is not `entity/v<n>`"))
         })?;
     sqlx::query_scalar(
-        "SELECT s.id FROM services s JOIN entities e ON e.id = s.entity_id WHERE e.code = ? AND s.version = ?",
+        "SELECT s.id FROM services s JOIN entities e ON e.id = s.entity_id WHERE e.code = $1 AND s.version = $2",
     )
     .bind(entity)
     .bind(i64::from(version))

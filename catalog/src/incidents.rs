@@ -147,7 +147,7 @@ pub struct FeeTotal {
 const INCIDENT_COLUMNS: &str = "i.id, i.at_ms, i.plugin, i.kind, i.severity, i.summary, i.detail, i.blocked, \
      i.request_id, i.service, i.environment, i.consumer_entity, i.consumer_system, i.client_address, i.status";
 
-fn incident_from_row(row: &sqlx::sqlite::SqliteRow) -> Result<Incident> {
+fn incident_from_row(row: &sqlx::any::AnyRow) -> Result<Incident> {
     let detail: String = row.try_get("detail")?;
     Ok(Incident {
         id: row.try_get("id")?,
@@ -181,7 +181,7 @@ impl Store {
         sqlx::query(
             "INSERT INTO incidents (id, at_ms, plugin, kind, severity, summary, detail, blocked,
                  request_id, service, environment, consumer_entity, consumer_system, client_address)
-             VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+             VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14)",
         )
         .bind(&incident.id)
         .bind(incident.at_ms)
@@ -201,7 +201,7 @@ impl Store {
         .await?;
         for recipient in recipients {
             let target: Option<String> =
-                sqlx::query_scalar("SELECT incident_webhook FROM entities WHERE code = ?")
+                sqlx::query_scalar("SELECT incident_webhook FROM entities WHERE code = $1")
                     .bind(&recipient.entity_code)
                     .fetch_optional(&mut *tx)
                     .await?
@@ -213,7 +213,7 @@ impl Store {
             };
             sqlx::query(
                 "INSERT INTO incident_notifications (incident_id, entity_code, party, target, state, next_attempt_ms)
-                 VALUES (?, ?, ?, ?, ?, ?) ON CONFLICT (incident_id, entity_code) DO NOTHING",
+                 VALUES ($1, $2, $3, $4, $5, $6) ON CONFLICT (incident_id, entity_code) DO NOTHING",
             )
             .bind(&incident.id)
             .bind(&recipient.entity_code)
@@ -233,8 +233,8 @@ impl Store {
         let sql = format!(
             "SELECT n.id AS notification_id, n.target, n.party, n.entity_code, n.attempts, {INCIDENT_COLUMNS}
              FROM incident_notifications n JOIN incidents i ON i.id = n.incident_id
-             WHERE n.state = 'pending' AND n.next_attempt_ms <= ?
-             ORDER BY n.next_attempt_ms, n.id LIMIT ?"
+             WHERE n.state = 'pending' AND n.next_attempt_ms <= $1
+             ORDER BY n.next_attempt_ms, n.id LIMIT $2"
         );
         let rows = sqlx::query(&sql)
             .bind(now_ms)
@@ -271,21 +271,21 @@ impl Store {
         let query = match outcome {
             Delivery::Delivered => sqlx::query(
                 "UPDATE incident_notifications SET state = 'delivered', attempts = attempts + 1,
-                     delivered_at_ms = ?, last_error = NULL WHERE id = ?",
+                     delivered_at_ms = $1, last_error = NULL WHERE id = $2",
             )
             .bind(now_ms),
             Delivery::Retry {
                 next_attempt_ms,
                 error,
             } => sqlx::query(
-                "UPDATE incident_notifications SET attempts = attempts + 1, next_attempt_ms = ?,
-                     last_error = ? WHERE id = ?",
+                "UPDATE incident_notifications SET attempts = attempts + 1, next_attempt_ms = $1,
+                     last_error = $2 WHERE id = $3",
             )
             .bind(*next_attempt_ms)
             .bind(error.clone()),
             Delivery::Failed(error) => sqlx::query(
                 "UPDATE incident_notifications SET state = 'failed', attempts = attempts + 1,
-                     last_error = ? WHERE id = ?",
+                     last_error = $1 WHERE id = $2",
             )
             .bind(error.clone()),
         };
@@ -300,11 +300,11 @@ impl Store {
         // (`entidad/v{n}`).
         let sql = format!(
             "SELECT {INCIDENT_COLUMNS} FROM incidents i
-             WHERE (?1 IS NULL OR i.consumer_entity = ?1 OR i.service LIKE ?1 || '/%')
-               AND (?2 IS NULL OR i.kind = ?2)
-               AND (?3 IS NULL OR i.at_ms >= ?3)
-               AND (?4 IS NULL OR i.id < ?4)
-             ORDER BY i.id DESC LIMIT ?5"
+             WHERE ($1 IS NULL OR i.consumer_entity = $1 OR i.service LIKE $1 || '/%')
+               AND ($2 IS NULL OR i.kind = $2)
+               AND ($3 IS NULL OR i.at_ms >= $3)
+               AND ($4 IS NULL OR i.id < $4)
+             ORDER BY i.id DESC LIMIT $5"
         );
         let rows = sqlx::query(&sql)
             .bind(&filter.entity)
@@ -324,7 +324,7 @@ impl Store {
     ) -> Result<Vec<(String, String, String, i64)>> {
         let rows = sqlx::query(
             "SELECT entity_code, party, state, attempts FROM incident_notifications
-             WHERE incident_id = ? ORDER BY id",
+             WHERE incident_id = $1 ORDER BY id",
         )
         .bind(incident_id)
         .fetch_all(self.pool())
@@ -343,7 +343,7 @@ impl Store {
 
     /// Sets (or clears) where an entity's incident notifications go.
     pub async fn set_incident_webhook(&self, entity_code: &str, url: Option<&str>) -> Result<()> {
-        let changed = sqlx::query("UPDATE entities SET incident_webhook = ? WHERE code = ?")
+        let changed = sqlx::query("UPDATE entities SET incident_webhook = $1 WHERE code = $2")
             .bind(url)
             .bind(entity_code)
             .execute(self.pool())
@@ -362,10 +362,10 @@ impl Store {
             sqlx::query(
                 "INSERT INTO metering_fees (hour_start, consumer_entity, consumer_system, service,
                      environment, item, currency, amount_minor, count)
-                 VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)
+                 VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9)
                  ON CONFLICT (hour_start, consumer_entity, consumer_system, service, environment, item, currency)
-                 DO UPDATE SET amount_minor = amount_minor + excluded.amount_minor,
-                               count = count + excluded.count",
+                 DO UPDATE SET amount_minor = metering_fees.amount_minor + excluded.amount_minor,
+                               count = metering_fees.count + excluded.count",
             )
             .bind(key.hour_start)
             .bind(&key.consumer_entity)
@@ -388,7 +388,7 @@ impl Store {
         let rows = sqlx::query(
             "SELECT hour_start, consumer_entity, consumer_system, service, environment, item,
                     currency, amount_minor, count
-             FROM metering_fees WHERE (?1 IS NULL OR consumer_entity = ?1)
+             FROM metering_fees WHERE ($1 IS NULL OR consumer_entity = $1)
              ORDER BY hour_start, consumer_entity, consumer_system, service, item",
         )
         .bind(consumer_entity)

@@ -66,7 +66,7 @@ fn to_i64(n: u64) -> i64 {
     i64::try_from(n).unwrap_or(i64::MAX)
 }
 
-fn record_from_row(r: &sqlx::sqlite::SqliteRow) -> Result<OperationalRecord> {
+fn record_from_row(r: &sqlx::any::AnyRow) -> Result<OperationalRecord> {
     let status: i64 = r.try_get("status")?;
     let request_bytes: i64 = r.try_get("request_bytes")?;
     let response_bytes: i64 = r.try_get("response_bytes")?;
@@ -99,7 +99,7 @@ impl Store {
         }
         let sql = format!(
             "INSERT INTO operational_records ({COLUMNS})
-             VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)"
+             VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $16, $17)"
         );
         let mut tx = self.pool().begin().await?;
         for r in records {
@@ -136,10 +136,10 @@ impl Store {
         let limit = i64::from(filter.limit.clamp(1, 1000));
         let sql = format!(
             "SELECT {COLUMNS} FROM operational_records
-             WHERE (?1 IS NULL OR service = ?1)
-               AND (?2 IS NULL OR consumer_entity = ?2)
-               AND (?3 IS NULL OR received_at_us >= ?3)
-             ORDER BY received_at_us DESC, id DESC LIMIT ?4"
+             WHERE ($1 IS NULL OR service = $1)
+               AND ($2 IS NULL OR consumer_entity = $2)
+               AND ($3 IS NULL OR received_at_us >= $3)
+             ORDER BY received_at_us DESC, id DESC LIMIT $4"
         );
         let rows = sqlx::query(&sql)
             .bind(&filter.service)
@@ -154,7 +154,7 @@ impl Store {
     /// Deletes the records received before `before_us` (Unix microseconds);
     /// returns how many.
     pub async fn delete_operational_records_before(&self, before_us: i64) -> Result<u64> {
-        let done = sqlx::query("DELETE FROM operational_records WHERE received_at_us < ?")
+        let done = sqlx::query("DELETE FROM operational_records WHERE received_at_us < $1")
             .bind(before_us)
             .execute(self.pool())
             .await?;
@@ -188,50 +188,50 @@ mod tests {
         }
     }
 
-    #[tokio::test]
-    async fn batches_are_listed_filtered_and_expire() {
-        let store = Store::open("sqlite::memory:").await.unwrap();
-        let batch = vec![
-            record("r1", "a/v1", "c", 100),
-            record("r2", "a/v1", "d", 200),
-            record("r3", "b/v1", "c", 300),
-        ];
-        store.insert_operational_records(&batch).await.unwrap();
-        let all = store
-            .list_operational_records(&RecordFilter {
-                limit: 10,
-                ..Default::default()
-            })
-            .await
-            .unwrap();
-        assert_eq!(
-            all.iter()
-                .map(|r| r.request_id.as_str())
-                .collect::<Vec<_>>(),
-            ["r3", "r2", "r1"]
-        );
-        assert_eq!(all[2], batch[0]);
-        let some = store
-            .list_operational_records(&RecordFilter {
-                service: Some("a/v1".into()),
-                consumer_entity: Some("c".into()),
-                since_us: Some(50),
-                limit: 10,
-            })
-            .await
-            .unwrap();
-        assert_eq!(some, vec![batch[0].clone()]);
-        assert_eq!(
-            store.delete_operational_records_before(250).await.unwrap(),
-            2
-        );
-        let left = store
-            .list_operational_records(&RecordFilter {
-                limit: 10,
-                ..Default::default()
-            })
-            .await
-            .unwrap();
-        assert_eq!(left, vec![batch[2].clone()]);
+    crate::testdb::on_both_databases! {
+        async fn batches_are_listed_filtered_and_expire(store: Store) {
+            let batch = vec![
+                record("r1", "a/v1", "c", 100),
+                record("r2", "a/v1", "d", 200),
+                record("r3", "b/v1", "c", 300),
+            ];
+            store.insert_operational_records(&batch).await.unwrap();
+            let all = store
+                .list_operational_records(&RecordFilter {
+                    limit: 10,
+                    ..Default::default()
+                })
+                .await
+                .unwrap();
+            assert_eq!(
+                all.iter()
+                    .map(|r| r.request_id.as_str())
+                    .collect::<Vec<_>>(),
+                ["r3", "r2", "r1"]
+            );
+            assert_eq!(all[2], batch[0]);
+            let some = store
+                .list_operational_records(&RecordFilter {
+                    service: Some("a/v1".into()),
+                    consumer_entity: Some("c".into()),
+                    since_us: Some(50),
+                    limit: 10,
+                })
+                .await
+                .unwrap();
+            assert_eq!(some, vec![batch[0].clone()]);
+            assert_eq!(
+                store.delete_operational_records_before(250).await.unwrap(),
+                2
+            );
+            let left = store
+                .list_operational_records(&RecordFilter {
+                    limit: 10,
+                    ..Default::default()
+                })
+                .await
+                .unwrap();
+            assert_eq!(left, vec![batch[2].clone()]);
+        }
     }
 }

@@ -13,7 +13,7 @@ impl Store {
     pub async fn plugin_kv_load(&self, plugin: &str, now_ms: i64) -> Result<Vec<KvRow>> {
         let rows = sqlx::query(
             "SELECT key, value, expires_at_ms FROM plugin_kv
-             WHERE plugin = ? AND (expires_at_ms IS NULL OR expires_at_ms > ?)",
+             WHERE plugin = $1 AND (expires_at_ms IS NULL OR expires_at_ms > $2)",
         )
         .bind(plugin)
         .bind(now_ms)
@@ -41,7 +41,7 @@ impl Store {
         match value {
             Some(value) => {
                 sqlx::query(
-                    "INSERT INTO plugin_kv (plugin, key, value, expires_at_ms) VALUES (?, ?, ?, ?)
+                    "INSERT INTO plugin_kv (plugin, key, value, expires_at_ms) VALUES ($1, $2, $3, $4)
                      ON CONFLICT (plugin, key) DO UPDATE SET value = excluded.value,
                          expires_at_ms = excluded.expires_at_ms",
                 )
@@ -53,7 +53,7 @@ impl Store {
                 .await?;
             }
             None => {
-                sqlx::query("DELETE FROM plugin_kv WHERE plugin = ? AND key = ?")
+                sqlx::query("DELETE FROM plugin_kv WHERE plugin = $1 AND key = $2")
                     .bind(plugin)
                     .bind(key)
                     .execute(self.pool())
@@ -66,7 +66,7 @@ impl Store {
     /// Drops expired entries of every plugin; returns how many.
     pub async fn plugin_kv_prune(&self, now_ms: i64) -> Result<u64> {
         Ok(sqlx::query(
-            "DELETE FROM plugin_kv WHERE expires_at_ms IS NOT NULL AND expires_at_ms <= ?",
+            "DELETE FROM plugin_kv WHERE expires_at_ms IS NOT NULL AND expires_at_ms <= $1",
         )
         .bind(now_ms)
         .execute(self.pool())

@@ -84,7 +84,7 @@ fn now_ms() -> i64 {
         .unwrap_or(0)
 }
 
-fn version_from_row(r: &sqlx::sqlite::SqliteRow) -> Result<PolicyVersion> {
+fn version_from_row(r: &sqlx::any::AnyRow) -> Result<PolicyVersion> {
     Ok(PolicyVersion {
         id: r.try_get("id")?,
         body: r.try_get("body")?,

@@ -114,7 +114,7 @@ const SELECT: &str =
     "SELECT p.id, p.name, p.role, e.code, p.display_prefix, p.created_at, p.revoked_at, p.entity_id
      FROM admin_principals p LEFT JOIN entities e ON e.id = p.entity_id";
 
-fn principal_of(row: &sqlx::sqlite::SqliteRow) -> DomainResult<(Principal, Option<i64>)> {
+fn principal_of(row: &sqlx::any::AnyRow) -> DomainResult<(Principal, Option<i64>)> {
     let role: String = row.try_get(2)?;
     Ok((
         Principal {
@@ -157,7 +157,7 @@ impl Store {
                 ))
             }
             (_, Some(code)) => Some(
-                sqlx::query_scalar("SELECT id FROM entities WHERE code = ?")
+                sqlx::query_scalar("SELECT id FROM entities WHERE code = $1")
                     .bind(code)
                     .fetch_optional(&mut *tx)
                     .await?
@@ -170,7 +170,7 @@ impl Store {
         let now = now_unix();
         let id: i64 = sqlx::query_scalar(
             "INSERT INTO admin_principals (name, role, entity_id, token_hash, display_prefix, created_at, created_by)
-             VALUES (?, ?, ?, ?, ?, ?, ?) RETURNING id",
+             VALUES ($1, $2, $3, $4, $5, $6, $7) RETURNING id",
         )
         .bind(&name)
         .bind(role.as_str())
@@ -212,7 +212,7 @@ impl Store {
             return Ok(None);
         }
         let row = sqlx::query(&format!(
-            "{SELECT} WHERE p.token_hash = ? AND p.revoked_at IS NULL"
+            "{SELECT} WHERE p.token_hash = $1 AND p.revoked_at IS NULL"
         ))
         .bind(hash_hex(token))
         .fetch_optional(self.pool())
@@ -242,7 +242,7 @@ impl Store {
     /// revoked, so the API never locks itself out.
     pub async fn revoke_principal(&self, id: i64) -> DomainResult<Principal> {
         let mut tx = self.write_tx().await?;
-        let row = sqlx::query(&format!("{SELECT} WHERE p.id = ?"))
+        let row = sqlx::query(&format!("{SELECT} WHERE p.id = $1"))
             .bind(id)
             .fetch_optional(&mut *tx)
             .await?
@@ -255,7 +255,7 @@ impl Store {
         }
         if p.role == Role::Operator {
             let others: i64 = sqlx::query_scalar(
-                "SELECT COUNT(*) FROM admin_principals WHERE role = 'operator' AND revoked_at IS NULL AND id <> ?",
+                "SELECT COUNT(*) FROM admin_principals WHERE role = 'operator' AND revoked_at IS NULL AND id <> $1",
             )
             .bind(id)
             .fetch_one(&mut *tx)
@@ -267,7 +267,7 @@ impl Store {
             }
         }
         let now = now_unix();
-        sqlx::query("UPDATE admin_principals SET revoked_at = ? WHERE id = ?")
+        sqlx::query("UPDATE admin_principals SET revoked_at = $1 WHERE id = $2")
             .bind(now)
             .bind(id)
             .execute(&mut *tx)
@@ -296,43 +296,43 @@ mod tests {
         assert_ne!(generate(), t);
     }
 
-    #[tokio::test]
-    async fn principals_authenticate_until_revoked() {
-        let store = Store::open("sqlite::memory:").await.unwrap();
-        assert!(!store.operator_exists().await.unwrap());
-        let op = store
-            .issue_admin_token(Role::Operator, None, "AGETIC", None)
-            .await
-            .unwrap();
-        assert!(store.operator_exists().await.unwrap());
-        let actor = store.authenticate_admin(&op.secret).await.unwrap().unwrap();
-        assert_eq!(actor.role, Role::Operator);
-        assert!(matches!(
-            store
-                .issue_admin_token(Role::Consumer, None, "x", None)
-                .await,
-            Err(DomainError::Validation { .. })
-        ));
-        // The last operator stays.
-        assert!(matches!(
-            store.revoke_principal(op.principal.id).await,
-            Err(DomainError::Conflict(_))
-        ));
-        let second = store
-            .issue_admin_token(Role::Operator, None, "Second", Some(op.principal.id))
-            .await
-            .unwrap();
-        store.revoke_principal(op.principal.id).await.unwrap();
-        assert!(store
-            .authenticate_admin(&op.secret)
-            .await
-            .unwrap()
-            .is_none());
-        assert!(store
-            .authenticate_admin(&second.secret)
-            .await
-            .unwrap()
-            .is_some());
-        assert_eq!(store.list_principals().await.unwrap().len(), 2);
+    crate::testdb::on_both_databases! {
+        async fn principals_authenticate_until_revoked(store: Store) {
+            assert!(!store.operator_exists().await.unwrap());
+            let op = store
+                .issue_admin_token(Role::Operator, None, "AGETIC", None)
+                .await
+                .unwrap();
+            assert!(store.operator_exists().await.unwrap());
+            let actor = store.authenticate_admin(&op.secret).await.unwrap().unwrap();
+            assert_eq!(actor.role, Role::Operator);
+            assert!(matches!(
+                store
+                    .issue_admin_token(Role::Consumer, None, "x", None)
+                    .await,
+                Err(DomainError::Validation { .. })
+            ));
+            // The last operator stays.
+            assert!(matches!(
+                store.revoke_principal(op.principal.id).await,
+                Err(DomainError::Conflict(_))
+            ));
+            let second = store
+                .issue_admin_token(Role::Operator, None, "Second", Some(op.principal.id))
+                .await
+                .unwrap();
+            store.revoke_principal(op.principal.id).await.unwrap();
+            assert!(store
+                .authenticate_admin(&op.secret)
+                .await
+                .unwrap()
+                .is_none());
+            assert!(store
+                .authenticate_admin(&second.secret)
+                .await
+                .unwrap()
+                .is_some());
+            assert_eq!(store.list_principals().await.unwrap().len(), 2);
+        }
     }
 }

@@ -19,7 +19,7 @@ use crate::domain::{optional_text, Actor, DomainError, DomainResult, Page, PageR
 use crate::model::{now_unix, Environment};
 use crate::store::Store;
 use serde::{Deserialize, Serialize};
-use sqlx::{Row, Sqlite, Transaction};
+use sqlx::{Any, Row, Transaction};
 use std::fmt;
 use std::str::FromStr;
 
@@ -382,7 +382,7 @@ const REQUEST_SELECT: &str = "SELECT r.id, r.consumer_id, ce.code || '/' || c.co
      JOIN services s ON s.id = r.service_id
      JOIN entities pe ON pe.id = s.entity_id";
 
-fn request_of(r: &sqlx::sqlite::SqliteRow) -> DomainResult<AccessRequest> {
+fn request_of(r: &sqlx::any::AnyRow) -> DomainResult<AccessRequest> {
     let state: String = r.try_get(5)?;
     let suspended_from: Option<String> = r.try_get(6)?;
     Ok(AccessRequest {
@@ -414,7 +414,7 @@ fn sees_request(actor: &Actor, r: &AccessRequest) -> bool {
 /// Appends one step to a procedure's record, inside the caller's transaction.
 #[allow(clippy::too_many_arguments)]
 pub(crate) async fn record_event(
-    tx: &mut Transaction<'_, Sqlite>,
+    tx: &mut Transaction<'_, Any>,
     procedure: &str,
     subject_id: i64,
     action: &str,
@@ -427,7 +427,7 @@ pub(crate) async fn record_event(
 ) -> DomainResult<()> {
     sqlx::query(
         "INSERT INTO procedure_events (procedure, subject_id, action, from_state, to_state, principal_id, document_id, note, at)
-         VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",
+         VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9)",
     )
     .bind(procedure)
     .bind(subject_id)
@@ -445,14 +445,14 @@ pub(crate) async fn record_event(
 
 /// Checks that `document_id` names an adhesion agreement of `entity_id`.
 async fn adhesion_document(
-    tx: &mut Transaction<'_, Sqlite>,
+    tx: &mut Transaction<'_, Any>,
     document_id: Option<i64>,
     entity_id: i64,
 ) -> DomainResult<i64> {
     let id = document_id.ok_or_else(|| {
         DomainError::field("document_id", "an adhesion agreement document is required")
     })?;
-    let row = sqlx::query("SELECT entity_id, kind FROM documents WHERE id = ?")
+    let row = sqlx::query("SELECT entity_id, kind FROM documents WHERE id = $1")
         .bind(id)
         .fetch_optional(&mut **tx)
         .await?
@@ -470,7 +470,7 @@ async fn adhesion_document(
 /// Sets the status of the grants of a consumer system for a service, only
 /// where they are in one of `from` states.
 async fn set_grants(
-    tx: &mut Transaction<'_, Sqlite>,
+    tx: &mut Transaction<'_, Any>,
     consumer_id: i64,
     service_id: i64,
     status: &str,
@@ -478,7 +478,7 @@ async fn set_grants(
 ) -> DomainResult<()> {
     for f in from {
         sqlx::query(
-            "UPDATE grants SET status = ? WHERE consumer_id = ? AND service_id = ? AND status = ?",
+            "UPDATE grants SET status = $1 WHERE consumer_id = $2 AND service_id = $3 AND status = $4",
         )
         .bind(status)
         .bind(consumer_id)
@@ -491,14 +491,14 @@ async fn set_grants(
 }
 
 async fn grant_and_issue(
-    tx: &mut Transaction<'_, Sqlite>,
+    tx: &mut Transaction<'_, Any>,
     request: &AccessRequest,
     env: Environment,
     now: i64,
 ) -> DomainResult<IssuedToken> {
     sqlx::query(
         "INSERT INTO grants (consumer_id, service_id, environment, status, created_at)
-         VALUES (?, ?, ?, 'active', ?)
+         VALUES ($1, $2, $3, 'active', $4)
          ON CONFLICT (consumer_id, service_id, environment) DO UPDATE SET status = 'active'",
     )
     .bind(request.system_id)
@@ -535,19 +535,20 @@ impl Store {
     ) -> DomainResult<AccessRequest> {
         let justification = optional_text("justification", justification, 4000)?;
         let mut tx = self.write_tx().await?;
-        let system_entity: i64 = sqlx::query_scalar("SELECT entity_id FROM consumers WHERE id = ?")
-            .bind(system_id)
-            .fetch_optional(&mut *tx)
-            .await?
-            .ok_or_else(|| {
-                DomainError::field("system_id", format!("no consumer system {system_id}"))
-            })?;
+        let system_entity: i64 =
+            sqlx::query_scalar("SELECT entity_id FROM consumers WHERE id = $1")
+                .bind(system_id)
+                .fetch_optional(&mut *tx)
+                .await?
+                .ok_or_else(|| {
+                    DomainError::field("system_id", format!("no consumer system {system_id}"))
+                })?;
         actor.require_for_entity(
             Role::Consumer,
             system_entity,
             "request access for this system",
         )?;
-        let status: String = sqlx::query_scalar("SELECT status FROM services WHERE id = ?")
+        let status: String = sqlx::query_scalar("SELECT status FROM services WHERE id = $1")
             .bind(service_id)
             .fetch_optional(&mut *tx)
             .await?
@@ -560,7 +561,7 @@ impl Store {
         let now = now_unix();
         let id: i64 = sqlx::query_scalar(
             "INSERT INTO access_requests (consumer_id, service_id, state, justification, requested_by, created_at, updated_at)
-             VALUES (?, ?, 'requested', ?, ?, ?, ?) RETURNING id",
+             VALUES ($1, $2, 'requested', $3, $4, $5, $6) RETURNING id",
         )
         .bind(system_id)
         .bind(service_id)
@@ -597,7 +598,7 @@ impl Store {
     /// One access request, for operators, the consumer entity and the
     /// service's publisher.
     pub async fn access_request(&self, actor: &Actor, id: i64) -> DomainResult<AccessRequest> {
-        let row = sqlx::query(&format!("{REQUEST_SELECT} WHERE r.id = ?"))
+        let row = sqlx::query(&format!("{REQUEST_SELECT} WHERE r.id = $1"))
             .bind(id)
             .fetch_optional(self.pool())
             .await?
@@ -626,12 +627,12 @@ impl Store {
         let state = filter.state.map(|s| s.as_str());
         let rows = sqlx::query(&format!(
             "{REQUEST_SELECT}
-             WHERE r.id > ?
-               AND (? OR c.entity_id = ? OR (? AND s.entity_id = ?))
-               AND (? IS NULL OR r.state = ?)
-               AND (? IS NULL OR r.service_id = ?)
-               AND (? IS NULL OR r.consumer_id = ?)
-             ORDER BY r.id LIMIT ?"
+             WHERE r.id > $1
+               AND ($2 OR c.entity_id = $3 OR ($4 AND s.entity_id = $5))
+               AND ($6 IS NULL OR r.state = $7)
+               AND ($8 IS NULL OR r.service_id = $9)
+               AND ($10 IS NULL OR r.consumer_id = $11)
+             ORDER BY r.id LIMIT $12"
         ))
         .bind(page.after_id)
         .bind(all)
@@ -683,12 +684,12 @@ impl Store {
              JOIN entities ce ON ce.id = c.entity_id
              JOIN services s ON s.id = g.service_id
              JOIN entities pe ON pe.id = s.entity_id
-             WHERE g.id > ?
-               AND (? OR (NOT ? AND c.entity_id = ?) OR (? AND s.entity_id = ?))
-               AND (? IS NULL OR g.consumer_id = ?)
-               AND (? IS NULL OR g.service_id = ?)
-               AND (? IS NULL OR g.status = ?)
-             ORDER BY g.id LIMIT ?",
+             WHERE g.id > $1
+               AND ($2 OR (NOT $3 AND c.entity_id = $4) OR ($5 AND s.entity_id = $6))
+               AND ($7 IS NULL OR g.consumer_id = $8)
+               AND ($9 IS NULL OR g.service_id = $10)
+               AND ($11 IS NULL OR g.status = $12)
+             ORDER BY g.id LIMIT $13",
         )
         .bind(page.after_id)
         .bind(all)
@@ -734,7 +735,7 @@ impl Store {
     ) -> DomainResult<ConsumeOutcome> {
         let note = optional_text("note", &input.note, 2000)?;
         let mut tx = self.write_tx().await?;
-        let row = sqlx::query(&format!("{REQUEST_SELECT} WHERE r.id = ?"))
+        let row = sqlx::query(&format!("{REQUEST_SELECT} WHERE r.id = $1"))
             .bind(id)
             .fetch_optional(&mut *tx)
             .await?
@@ -783,10 +784,11 @@ impl Store {
                 );
             }
             ConsumeAction::EnableProduction => {
-                let status: String = sqlx::query_scalar("SELECT status FROM services WHERE id = ?")
-                    .bind(request.service_id)
-                    .fetch_one(&mut *tx)
-                    .await?;
+                let status: String =
+                    sqlx::query_scalar("SELECT status FROM services WHERE id = $1")
+                        .bind(request.service_id)
+                        .fetch_one(&mut *tx)
+                        .await?;
                 if status != "published" && status != "deprecated" {
                     return Err(DomainError::InvalidTransition {
                         from: from.to_string(),
@@ -830,9 +832,9 @@ impl Store {
             }
         }
         sqlx::query(
-            "UPDATE access_requests SET state = ?, suspended_from = ?, updated_at = ?,
-                adhesion_document_id = COALESCE(?, adhesion_document_id)
-             WHERE id = ?",
+            "UPDATE access_requests SET state = $1, suspended_from = $2, updated_at = $3,
+                adhesion_document_id = COALESCE($4, adhesion_document_id)
+             WHERE id = $5",
         )
         .bind(to.as_str())
         .bind(suspended_from)
@@ -888,7 +890,7 @@ impl Store {
         let mut tx = self.write_tx().await?;
         let state: String = sqlx::query_scalar(
             "SELECT COALESCE(p.state, CASE s.status WHEN 'testing' THEN 'environments_enabled' ELSE s.status END)
-             FROM services s LEFT JOIN service_publications p ON p.service_id = s.id WHERE s.id = ?",
+             FROM services s LEFT JOIN service_publications p ON p.service_id = s.id WHERE s.id = $1",
         )
         .bind(id)
         .fetch_one(&mut *tx)
@@ -908,7 +910,7 @@ impl Store {
             PublishAction::EnableEnvironments => {
                 for env in Environment::ALL {
                     let n: i64 = sqlx::query_scalar(
-                        "SELECT COUNT(*) FROM upstreams WHERE service_id = ? AND environment = ?",
+                        "SELECT COUNT(*) FROM upstreams WHERE service_id = $1 AND environment = $2",
                     )
                     .bind(id)
                     .bind(env.as_str())
@@ -926,15 +928,17 @@ impl Store {
             PublishAction::Publish => {
                 // The catalog offers a contract and a metadata sheet for
                 // every service it lists.
+                // A comparison is an integer on SQLite and a boolean on
+                // PostgreSQL: CASE makes it an integer on both.
                 let row = sqlx::query(
-                    "SELECT openapi IS NOT NULL, data_provided, legal_basis FROM service_sheets
-                     WHERE service_id = ?",
+                    "SELECT CASE WHEN openapi IS NULL THEN 0 ELSE 1 END, data_provided, legal_basis
+                     FROM service_sheets WHERE service_id = $1",
                 )
                 .bind(id)
                 .fetch_optional(&mut *tx)
                 .await?;
                 let (has_openapi, data, legal): (bool, String, String) = match row {
-                    Some(r) => (r.try_get(0)?, r.try_get(1)?, r.try_get(2)?),
+                    Some(r) => (r.try_get::<i64, _>(0)? != 0, r.try_get(1)?, r.try_get(2)?),
                     None => (false, String::new(), String::new()),
                 };
                 let missing = if !has_openapi {
@@ -956,7 +960,7 @@ impl Store {
         }
         let now = now_unix();
         sqlx::query(
-            "INSERT INTO service_publications (service_id, state, adhesion_document_id, updated_at) VALUES (?, ?, ?, ?)
+            "INSERT INTO service_publications (service_id, state, adhesion_document_id, updated_at) VALUES ($1, $2, $3, $4)
              ON CONFLICT (service_id) DO UPDATE SET state = excluded.state,
                adhesion_document_id = COALESCE(excluded.adhesion_document_id, service_publications.adhesion_document_id),
                updated_at = excluded.updated_at",
@@ -968,7 +972,7 @@ impl Store {
         .execute(&mut *tx)
         .await?;
         let status = routing_status(to);
-        sqlx::query("UPDATE services SET status = ?, updated_at = ? WHERE id = ?")
+        sqlx::query("UPDATE services SET status = $1, updated_at = $2 WHERE id = $3")
             .bind(status)
             .bind(now)
             .bind(id)
@@ -1005,7 +1009,7 @@ impl Store {
         let rows = sqlx::query(
             "SELECT ev.id, ev.action, ev.from_state, ev.to_state, ev.principal_id, p.name, ev.document_id, ev.note, ev.at
              FROM procedure_events ev JOIN admin_principals p ON p.id = ev.principal_id
-             WHERE ev.procedure = ? AND ev.subject_id = ? ORDER BY ev.id",
+             WHERE ev.procedure = $1 AND ev.subject_id = $2 ORDER BY ev.id",
         )
         .bind(procedure)
         .bind(subject_id)
@@ -1112,8 +1116,7 @@ mod store_tests {
     use crate::directory::NewEntity;
     use crate::store::Store;
 
-    async fn setup() -> (Store, Actor, Actor, AccessRequest) {
-        let store = Store::open("sqlite::memory:").await.unwrap();
+    async fn setup(store: Store) -> (Store, Actor, Actor, AccessRequest) {
         let file = crate::import::parse(
             "entities:
   - {code: segip, name: SEGIP}
@@ -1182,79 +1185,81 @@ services:
             .unwrap()
     }
 
-    #[tokio::test]
-    async fn a_refused_step_changes_nothing() {
-        let (store, op, consumer, request) = setup().await;
-        store
-            .transition_access_request(&op, request.id, &step(ConsumeAction::EnableTest, None))
-            .await
-            .unwrap();
-        store
-            .transition_access_request(
-                &op,
-                request.id,
-                &step(ConsumeAction::VerifyIntegration, None),
-            )
-            .await
-            .unwrap();
-        let seq = store.change_seq().await.unwrap();
-        // No such document: refused, and neither state nor history moves.
-        let refused = store
-            .transition_access_request(
-                &consumer,
-                request.id,
-                &step(ConsumeAction::RecordAdhesion, Some(99)),
-            )
-            .await;
-        assert!(
-            matches!(refused, Err(DomainError::Validation { ref field, .. }) if field == "document_id")
-        );
-        let now = store.access_request(&op, request.id).await.unwrap();
-        assert_eq!(now.state, ConsumeState::IntegrationVerified);
-        assert_eq!(
+    crate::testdb::on_both_databases! {
+        async fn a_refused_step_changes_nothing(store: Store) {
+            let (store, op, consumer, request) = setup(store).await;
             store
-                .procedure_history("consume", request.id)
+                .transition_access_request(&op, request.id, &step(ConsumeAction::EnableTest, None))
                 .await
-                .unwrap()
-                .len(),
-            3
-        );
-        assert_eq!(store.change_seq().await.unwrap(), seq);
+                .unwrap();
+            store
+                .transition_access_request(
+                    &op,
+                    request.id,
+                    &step(ConsumeAction::VerifyIntegration, None),
+                )
+                .await
+                .unwrap();
+            let seq = store.change_seq().await.unwrap();
+            // No such document: refused, and neither state nor history moves.
+            let refused = store
+                .transition_access_request(
+                    &consumer,
+                    request.id,
+                    &step(ConsumeAction::RecordAdhesion, Some(99)),
+                )
+                .await;
+            assert!(
+                matches!(refused, Err(DomainError::Validation { ref field, .. }) if field == "document_id")
+            );
+            let now = store.access_request(&op, request.id).await.unwrap();
+            assert_eq!(now.state, ConsumeState::IntegrationVerified);
+            assert_eq!(
+                store
+                    .procedure_history("consume", request.id)
+                    .await
+                    .unwrap()
+                    .len(),
+                3
+            );
+            assert_eq!(store.change_seq().await.unwrap(), seq);
+        }
     }
 
-    #[tokio::test]
-    async fn suspension_and_rejection_withdraw_the_grants_the_data_plane_loads() {
-        let (store, op, _consumer, request) = setup().await;
-        let outcome = store
-            .transition_access_request(&op, request.id, &step(ConsumeAction::EnableTest, None))
-            .await
-            .unwrap();
-        assert!(outcome.issued_token.unwrap().token.starts_with("chq_test_"));
-        assert_eq!(store.load_snapshot().await.unwrap().grants.len(), 1);
-        store
-            .transition_access_request(&op, request.id, &step(ConsumeAction::Suspend, None))
-            .await
-            .unwrap();
-        assert!(store.load_snapshot().await.unwrap().grants.is_empty());
-        assert_eq!(
-            grants(&store).await,
-            [("pruebas".into(), "suspended".into())]
-        );
-        let back = store
-            .transition_access_request(&op, request.id, &step(ConsumeAction::Reinstate, None))
-            .await
-            .unwrap();
-        assert_eq!(back.request.state, ConsumeState::TestEnabled);
-        assert_eq!(store.load_snapshot().await.unwrap().grants.len(), 1);
-        store
-            .transition_access_request(&op, request.id, &step(ConsumeAction::Reject, None))
-            .await
-            .unwrap();
-        assert_eq!(grants(&store).await, [("pruebas".into(), "revoked".into())]);
-        // A rejected request is final; a new one may be filed.
-        let again = store
-            .transition_access_request(&op, request.id, &step(ConsumeAction::EnableTest, None))
-            .await;
-        assert!(matches!(again, Err(DomainError::InvalidTransition { .. })));
+    crate::testdb::on_both_databases! {
+        async fn suspension_and_rejection_withdraw_the_grants_the_data_plane_loads(store: Store) {
+            let (store, op, _consumer, request) = setup(store).await;
+            let outcome = store
+                .transition_access_request(&op, request.id, &step(ConsumeAction::EnableTest, None))
+                .await
+                .unwrap();
+            assert!(outcome.issued_token.unwrap().token.starts_with("chq_test_"));
+            assert_eq!(store.load_snapshot().await.unwrap().grants.len(), 1);
+            store
+                .transition_access_request(&op, request.id, &step(ConsumeAction::Suspend, None))
+                .await
+                .unwrap();
+            assert!(store.load_snapshot().await.unwrap().grants.is_empty());
+            assert_eq!(
+                grants(&store).await,
+                [("pruebas".into(), "suspended".into())]
+            );
+            let back = store
+                .transition_access_request(&op, request.id, &step(ConsumeAction::Reinstate, None))
+                .await
+                .unwrap();
+            assert_eq!(back.request.state, ConsumeState::TestEnabled);
+            assert_eq!(store.load_snapshot().await.unwrap().grants.len(), 1);
+            store
+                .transition_access_request(&op, request.id, &step(ConsumeAction::Reject, None))
+                .await
+                .unwrap();
+            assert_eq!(grants(&store).await, [("pruebas".into(), "revoked".into())]);
+            // A rejected request is final; a new one may be filed.
+            let again = store
+                .transition_access_request(&op, request.id, &step(ConsumeAction::EnableTest, None))
+                .await;
+            assert!(matches!(again, Err(DomainError::InvalidTransition { .. })));
+        }
     }
 }

@@ -3,8 +3,9 @@
 
 use crate::model::{now_unix, Environment, TokenRecord};
 use crate::token::{self, IssuedToken};
+use sqlx::any::{AnyConnectOptions, AnyPoolOptions};
 use sqlx::sqlite::{SqliteConnectOptions, SqliteJournalMode, SqlitePoolOptions, SqliteSynchronous};
-use sqlx::{Row, SqlitePool};
+use sqlx::{AnyPool, Executor, Row, SqlitePool};
 use std::path::Path;
 use std::str::FromStr;
 use std::time::Duration;
@@ -29,10 +30,29 @@ pub enum StoreError {
 /// Result type of the store.
 pub type Result<T, E = StoreError> = std::result::Result<T, E>;
 
+/// The database a store runs on.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Backend {
+    /// SQLite: the embedded, zero-setup default (one node).
+    Sqlite,
+    /// PostgreSQL: shared by every node of a cluster.
+    Postgres,
+}
+
 /// The catalog store. Cheap to clone (it is a pool handle).
+///
+/// All catalog SQL goes through sqlx's `Any` driver, so one code path serves
+/// SQLite and PostgreSQL; the statements are written in the dialect both
+/// accept (`$N` placeholders, `ON CONFLICT`, `RETURNING`, integer times).
 #[derive(Clone, Debug)]
 pub struct Store {
-    pool: SqlitePool,
+    pool: AnyPool,
+    backend: Backend,
+    /// A typed pool on the same SQLite file, for the parts that stay
+    /// SQLite-only (the audit ledger); None on PostgreSQL and in memory.
+    sqlite: Option<SqlitePool>,
+    /// The PostgreSQL URL, kept to open the LISTEN connection.
+    pg_url: Option<String>,
 }
 
 /// Everything the data plane routes with, read in one transaction.
@@ -112,51 +132,97 @@ impl Store {
     /// Opens (creating if needed) the SQLite database at `path` and applies
     /// the migrations.
     pub async fn open_sqlite(path: &Path) -> Result<Store> {
-        let options = SqliteConnectOptions::new()
-            .filename(path)
-            .create_if_missing(true)
-            .journal_mode(SqliteJournalMode::Wal)
-            // WAL with NORMAL survives a process crash without losing a
-            // committed transaction; only a power loss may drop the last ones.
-            .synchronous(SqliteSynchronous::Normal)
-            .foreign_keys(true)
-            .busy_timeout(Duration::from_secs(5));
-        Self::connect_sqlite(options).await
-    }
-
-    /// Opens a database by URL (`sqlite://path` or `sqlite::memory:`).
-    pub async fn open(url: &str) -> Result<Store> {
-        let options = SqliteConnectOptions::from_str(url)?
-            .create_if_missing(true)
-            .journal_mode(SqliteJournalMode::Wal)
-            .synchronous(SqliteSynchronous::Normal)
-            .foreign_keys(true)
-            .busy_timeout(Duration::from_secs(5));
-        Self::connect_sqlite(options).await
-    }
-
-    async fn connect_sqlite(options: SqliteConnectOptions) -> Result<Store> {
-        let in_memory = options.get_filename().as_os_str() == ":memory:";
-        let pool = SqlitePoolOptions::new()
-            // An in-memory database exists once per connection.
-            .max_connections(if in_memory { 1 } else { 4 })
-            .min_connections(1)
-            .idle_timeout(None)
-            .max_lifetime(None)
+        sqlx::any::install_default_drivers();
+        let sqlite = open_sqlite_pool(path).await?;
+        // The `Any` pool reaches the same file by URL; `%`, `?` and `#` are
+        // escaped because SQLite URLs are percent-decoded.
+        let escaped = path
+            .display()
+            .to_string()
+            .replace('%', "%25")
+            .replace('?', "%3F")
+            .replace('#', "%23");
+        let options = AnyConnectOptions::from_str(&format!("sqlite://{escaped}"))?;
+        let pool = any_pool_options(Backend::Sqlite, 4)
             .connect_with(options)
             .await?;
-        sqlx::migrate!("./migrations/sqlite").run(&pool).await?;
-        Ok(Store { pool })
+        Ok(Store {
+            pool,
+            backend: Backend::Sqlite,
+            sqlite: Some(sqlite),
+            pg_url: None,
+        })
     }
 
-    /// The underlying pool, for modules that add their own tables.
-    pub fn pool(&self) -> &SqlitePool {
+    /// Opens a database by URL: `postgres://...` (or `postgresql://...`),
+    /// `sqlite://path` or `sqlite::memory:`, and applies the migrations of
+    /// its dialect.
+    pub async fn open(url: &str) -> Result<Store> {
+        sqlx::any::install_default_drivers();
+        if url.starts_with("postgres://") || url.starts_with("postgresql://") {
+            let options = AnyConnectOptions::from_str(url)?;
+            let pool = any_pool_options(Backend::Postgres, 8)
+                .connect_with(options)
+                .await?;
+            sqlx::migrate!("./migrations/postgres").run(&pool).await?;
+            return Ok(Store {
+                pool,
+                backend: Backend::Postgres,
+                sqlite: None,
+                pg_url: Some(url.to_string()),
+            });
+        }
+        let options = SqliteConnectOptions::from_str(url)?;
+        if options.get_filename().as_os_str() != ":memory:"
+            && !options
+                .get_filename()
+                .to_string_lossy()
+                .starts_with("file:sqlx-in-memory-")
+        {
+            return Self::open_sqlite(options.get_filename()).await;
+        }
+        // An in-memory database exists once per connection: one connection,
+        // never closed.
+        let pool = any_pool_options(Backend::Sqlite, 1)
+            .connect_with(AnyConnectOptions::from_str(url)?)
+            .await?;
+        sqlx::migrate!("./migrations/sqlite").run(&pool).await?;
+        Ok(Store {
+            pool,
+            backend: Backend::Sqlite,
+            sqlite: None,
+            pg_url: None,
+        })
+    }
+
+    /// The underlying pool, for modules that add their own tables. Its SQL
+    /// must run on both SQLite and PostgreSQL.
+    pub fn pool(&self) -> &AnyPool {
         &self.pool
     }
 
-    /// Closes the pool, waiting for connections to finish.
+    /// Which database this store runs on.
+    pub fn backend(&self) -> Backend {
+        self.backend
+    }
+
+    /// The PostgreSQL URL the store was opened with (None on SQLite).
+    pub fn postgres_url(&self) -> Option<&str> {
+        self.pg_url.as_deref()
+    }
+
+    /// A typed SQLite pool on the same database file (SQLite file stores
+    /// only), for what stays SQLite-specific such as the audit ledger.
+    pub fn sqlite_pool(&self) -> Option<&SqlitePool> {
+        self.sqlite.as_ref()
+    }
+
+    /// Closes the pools, waiting for connections to finish.
     pub async fn close(&self) {
         self.pool.close().await;
+        if let Some(sqlite) = &self.sqlite {
+            sqlite.close().await;
+        }
     }
 
     /// The highest change id; it moves whenever something routing or
@@ -172,6 +238,14 @@ impl Store {
     /// in one read transaction so that they agree with each other.
     pub async fn load_snapshot(&self) -> Result<Snapshot> {
         let mut tx = self.pool.begin().await?;
+        if self.backend == Backend::Postgres {
+            // PostgreSQL's default (read committed) gives each statement its
+            // own snapshot; one snapshot for the whole read keeps services,
+            // upstreams and grants consistent, as SQLite's transaction does.
+            sqlx::query("SET TRANSACTION ISOLATION LEVEL REPEATABLE READ, READ ONLY")
+                .execute(&mut *tx)
+                .await?;
+        }
         let seq: i64 = sqlx::query_scalar("SELECT COALESCE(MAX(id), 0) FROM catalog_changes")
             .fetch_one(&mut *tx)
             .await?;
@@ -276,7 +350,7 @@ impl Store {
              FROM tokens t
              JOIN consumers c ON c.id = t.consumer_id
              JOIN entities e ON e.id = c.entity_id
-             WHERE t.hash = ?",
+             WHERE t.hash = $1",
         )
         .bind(&hash[..])
         .fetch_optional(&self.pool)
@@ -298,7 +372,7 @@ impl Store {
     pub async fn consumer_id(&self, entity: &str, system: &str) -> Result<i64> {
         sqlx::query_scalar(
             "SELECT c.id FROM consumers c JOIN entities e ON e.id = c.entity_id
-             WHERE e.code = ? AND c.code = ?",
+             WHERE e.code = $1 AND c.code = $2",
         )
         .bind(entity)
         .bind(system)
@@ -324,8 +398,8 @@ impl Store {
     /// matches; returns how many were revoked.
     pub async fn revoke_tokens(&self, consumer_id: i64, prefix_or_label: &str) -> Result<u64> {
         let done = sqlx::query(
-            "UPDATE tokens SET revoked_at = ? WHERE consumer_id = ? AND revoked_at IS NULL
-               AND (display_prefix = ? OR label = ?)",
+            "UPDATE tokens SET revoked_at = $1 WHERE consumer_id = $2 AND revoked_at IS NULL
+               AND (display_prefix = $3 OR label = $4)",
         )
         .bind(now_unix())
         .bind(consumer_id)
@@ -376,7 +450,7 @@ impl Store {
     pub async fn list_tokens(&self, consumer_id: i64) -> Result<Vec<TokenInfo>> {
         let rows = sqlx::query(
             "SELECT id, display_prefix, label, environment, created_at, expires_at, revoked_at, last_used_at
-             FROM tokens WHERE consumer_id = ? ORDER BY id DESC",
+             FROM tokens WHERE consumer_id = $1 ORDER BY id DESC",
         )
         .bind(consumer_id)
         .fetch_all(&self.pool)
@@ -411,8 +485,8 @@ impl Store {
         let now = now_unix();
         let old = sqlx::query(
             "SELECT id, environment, label, expires_at FROM tokens
-             WHERE consumer_id = ? AND revoked_at IS NULL AND (expires_at IS NULL OR expires_at > ?)
-               AND (display_prefix = ? OR label = ?)
+             WHERE consumer_id = $1 AND revoked_at IS NULL AND (expires_at IS NULL OR expires_at > $2)
+               AND (display_prefix = $3 OR label = $4)
              ORDER BY id DESC",
         )
         .bind(consumer_id)
@@ -442,7 +516,7 @@ impl Store {
         // Expiry is kept in whole seconds and checked with `<=`: one more
         // second guarantees at least `overlap_secs` of overlap.
         let overlap_end = now + i64::from(overlap_secs) + 1;
-        sqlx::query("UPDATE tokens SET expires_at = ? WHERE id = ?")
+        sqlx::query("UPDATE tokens SET expires_at = $1 WHERE id = $2")
             .bind(expires_at.map_or(overlap_end, |e| e.min(overlap_end)))
             .bind(old_id)
             .execute(&mut *tx)
@@ -459,7 +533,10 @@ impl Store {
         let mut tx = self.pool.begin().await?;
         for (id, at) in uses {
             sqlx::query(
-                "UPDATE tokens SET last_used_at = MAX(COALESCE(last_used_at, 0), ?) WHERE id = ?",
+                // A comparison rather than SQLite's two-argument MAX, which
+                // PostgreSQL spells GREATEST.
+                "UPDATE tokens SET last_used_at = $1
+                 WHERE id = $2 AND (last_used_at IS NULL OR last_used_at < $1)",
             )
             .bind(at)
             .bind(id)
@@ -471,9 +548,59 @@ impl Store {
     }
 }
 
+/// Opens (creating if needed) a SQLite file with the catalog's pragmas and
+/// migrations, as a typed pool: the node-local database of the audit ledger.
+pub async fn open_sqlite_pool(path: &Path) -> Result<SqlitePool> {
+    let options = SqliteConnectOptions::new()
+        .filename(path)
+        .create_if_missing(true)
+        .journal_mode(SqliteJournalMode::Wal)
+        // WAL with NORMAL survives a process crash without losing a
+        // committed transaction; only a power loss may drop the last ones.
+        .synchronous(SqliteSynchronous::Normal)
+        .foreign_keys(true)
+        .busy_timeout(Duration::from_secs(5));
+    let pool = SqlitePoolOptions::new()
+        .max_connections(4)
+        .min_connections(1)
+        .idle_timeout(None)
+        .max_lifetime(None)
+        .connect_with(options)
+        .await?;
+    sqlx::migrate!("./migrations/sqlite").run(&pool).await?;
+    Ok(pool)
+}
+
+/// Pool options for the `Any` pool. The `Any` driver builds SQLite
+/// connections from the URL alone, so the pragmas that the typed options
+/// would set are applied after connecting.
+fn any_pool_options(backend: Backend, max: u32) -> AnyPoolOptions {
+    let options = AnyPoolOptions::new()
+        .max_connections(max)
+        .min_connections(1)
+        .idle_timeout(None)
+        .max_lifetime(None);
+    match backend {
+        Backend::Postgres => options
+            // A node keeps working from its snapshot while PostgreSQL is
+            // away; calls that need it fail fast rather than queue.
+            .acquire_timeout(Duration::from_secs(5)),
+        Backend::Sqlite => options.after_connect(|conn, _| {
+            Box::pin(async move {
+                conn.execute(
+                    "PRAGMA foreign_keys = ON; PRAGMA busy_timeout = 5000; \
+                     PRAGMA journal_mode = WAL; PRAGMA synchronous = NORMAL;",
+                )
+                .await?;
+                Ok(())
+            })
+        }),
+    }
+}
+
 /// Mints a token and stores its hash; the one place tokens are written.
 pub(crate) async fn insert_token(
-    conn: &mut sqlx::SqliteConnection,
+    conn: &mut sqlx::AnyConnection,
     consumer_id: i64,
     env: Environment,
     label: &str,
@@ -483,7 +610,7 @@ pub(crate) async fn insert_token(
     let issued = token::generate(env);
     sqlx::query(
         "INSERT INTO tokens (consumer_id, environment, hash, display_prefix, label, created_at, expires_at)
-         VALUES (?, ?, ?, ?, ?, ?, ?)",
+         VALUES ($1, $2, $3, $4, $5, $6, $7)",
     )
     .bind(consumer_id)
     .bind(env.as_str())

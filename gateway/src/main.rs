@@ -381,9 +381,10 @@ fn run(command: Command) -> anyhow::Result<ExitCode> {
             println!("{}", serde_json::to_string_pretty(&explanation)?);
             Ok(ExitCode::SUCCESS)
         }
-        Command::Audit(AuditCommand::Verify { store }) => block_on(async move {
-            let store = open(&store).await?;
-            let report = chasqui::ledger::verify(store.pool()).await?;
+        Command::Audit(AuditCommand::Verify { store: args }) => block_on(async move {
+            let store = open(&args).await?;
+            let ledger = chasqui::state::open_ledger_pool(&store, &args.data_dir).await?;
+            let report = chasqui::ledger::verify(&ledger).await?;
             match report.problem {
                 None => {
                     println!(
@@ -405,8 +406,10 @@ fn run(command: Command) -> anyhow::Result<ExitCode> {
         }) => {
             block_on(async move {
                 use chasqui::ledger::ReceiptCheck;
-                let store = open(&store).await?;
-                match chasqui::ledger::verify_receipt(store.pool(), position, &hash).await? {
+                let args = store;
+                let store = open(&args).await?;
+                let ledger = chasqui::state::open_ledger_pool(&store, &args.data_dir).await?;
+                match chasqui::ledger::verify_receipt(&ledger, position, &hash).await? {
                     ReceiptCheck::Valid {
                         checkpoint,
                         signed_by,

@@ -59,6 +59,8 @@ pub struct Gateway {
     pub quotas: Arc<Quotas>,
     /// Services' OpenAPI documents, for contract validation.
     documents: ArcSwap<Documents>,
+    /// The SQLite database the ledger is kept in (see [`open_ledger_pool`]).
+    pub ledger_pool: sqlx::SqlitePool,
     /// Requests kept by store-and-forward.
     pub deferred: Arc<Deferrals>,
     /// Incidents and fees reported by plugins.
@@ -152,8 +154,10 @@ impl Gateway {
         obs: ObsSettings,
     ) -> anyhow::Result<Arc<Gateway>> {
         let telemetry = crate::telemetry::Telemetry::start(obs.otlp_endpoint.as_deref())?;
+        let data_dir = plugin_cache.parent().unwrap_or(Path::new("."));
+        let ledger_pool = open_ledger_pool(&store, data_dir).await?;
         let ledger = Ledger::open(
-            store.pool().clone(),
+            ledger_pool.clone(),
             &plugin_cache.with_file_name("ledger-ed25519.pk8"),
         )
         .await?;
@@ -203,6 +207,7 @@ impl Gateway {
             table: ArcSwap::from_pointee(resolved),
             quotas,
             documents: ArcSwap::from_pointee(documents),
+            ledger_pool,
             deferred,
             platform,
             metrics: crate::metrics::Metrics::new(),
@@ -268,6 +273,16 @@ impl Gateway {
         if seq == self.routes.load().seq {
             return Ok(false);
         }
+        self.reload().await?;
+        Ok(true)
+    }
+
+    /// Reloads the route table and drops every cached token, whatever the
+    /// change sequence says. On PostgreSQL a change notification leads here:
+    /// identity values are handed out at insert, not at commit, so a change
+    /// can commit with a lower `catalog_changes` id than one already seen and
+    /// the sequence alone would miss it.
+    pub async fn reload(self: &Arc<Self>) -> anyhow::Result<()> {
         let snapshot = self.store.load_snapshot().await?;
         let table = routes::build(&snapshot, &self.health).await;
         // Swap first, then drop cached tokens: a request that races sees
@@ -295,7 +310,7 @@ impl Gateway {
         // node: follow it (after the routes, so that a revocation never
         // waits for a plugin to compile).
         self.sync_policy().await;
-        Ok(true)
+        Ok(())
     }
 
     /// Spawns the catalog watcher and the health checker on the control runtime.
@@ -303,11 +318,29 @@ impl Gateway {
         crate::deferred::spawn_forwarder(self.clone());
         let gw = self.clone();
         self.control.spawn(async move {
+            // On PostgreSQL other nodes change the catalog too: a LISTEN
+            // connection wakes this loop at once; the poll stays as the
+            // fallback for when that connection is down.
+            let changes = gw.store.watch_changes();
             let mut tick = tokio::time::interval(poll);
             tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
             loop {
-                tick.tick().await;
-                if let Err(e) = gw.refresh().await {
+                let notified = match &changes {
+                    Some(changes) => tokio::select! {
+                        _ = tick.tick() => false,
+                        _ = changes.notified() => true,
+                    },
+                    None => {
+                        tick.tick().await;
+                        false
+                    }
+                };
+                let outcome = if notified {
+                    gw.reload().await
+                } else {
+                    gw.refresh().await.map(|_| ())
+                };
+                if let Err(e) = outcome {
                     tracing::warn!(error = %e, "catalog refresh failed; keeping the current table");
                 }
             }
@@ -381,6 +414,22 @@ impl Gateway {
             }
         }
     }
+}
+
+/// Opens the SQLite database of this node's audit ledger. The ledger is per
+/// node (hash-chained and signed with the node's key), so it always stays in
+/// SQLite: in the catalog's own file when the catalog is a SQLite file, and
+/// in `<data_dir>/ledger.db` when the catalog is shared (PostgreSQL) or in
+/// memory.
+pub async fn open_ledger_pool(store: &Store, data_dir: &Path) -> anyhow::Result<sqlx::SqlitePool> {
+    if let Some(pool) = store.sqlite_pool() {
+        return Ok(pool.clone());
+    }
+    std::fs::create_dir_all(data_dir)?;
+    let path = data_dir.join("ledger.db");
+    chasqui_catalog::store::open_sqlite_pool(&path)
+        .await
+        .map_err(|e| anyhow::anyhow!("opening the ledger database {}: {e}", path.display()))
 }
 
 /// Loads a policy's plugins, creating the shared engine the first time one

@@ -281,6 +281,96 @@ async fn drop_after_request(
     }
 }
 
+/// A fresh PostgreSQL database for one test, created on the server named by
+/// `CHASQUI_TEST_PG_URL` (default `postgres://postgres@127.0.0.1:5432/postgres`)
+/// and dropped when the value is dropped. An unreachable server fails the
+/// test: `./dev.sh test` makes sure one runs.
+pub struct PgDb {
+    /// The URL of the new database.
+    pub url: String,
+    name: String,
+}
+
+/// The PostgreSQL server the tests create their databases on.
+pub fn pg_base_url() -> String {
+    std::env::var("CHASQUI_TEST_PG_URL")
+        .unwrap_or_else(|_| "postgres://postgres@127.0.0.1:5432/postgres".into())
+}
+
+impl PgDb {
+    /// Creates `chasqui_t_<random>` on the test server.
+    pub async fn create() -> Arc<PgDb> {
+        use sqlx::{Connection, Executor};
+        let base = pg_base_url();
+        let name = format!(
+            "chasqui_t_{}_{}",
+            std::process::id(),
+            std::time::SystemTime::now()
+                .duration_since(std::time::UNIX_EPOCH)
+                .unwrap()
+                .as_nanos()
+        );
+        let mut admin = sqlx::PgConnection::connect(&base)
+            .await
+            .unwrap_or_else(|e| {
+                panic!(
+                    "PostgreSQL is not reachable at {base} ({e}); start it (`./dev.sh test` does) \
+                 or set CHASQUI_TEST_PG_URL"
+                )
+            });
+        admin
+            .execute(format!("CREATE DATABASE {name}").as_str())
+            .await
+            .expect("create the test database");
+        let _ = admin.close().await;
+        let (without_query, query) = match base.split_once('?') {
+            Some((b, q)) => (b, format!("?{q}")),
+            None => (base.as_str(), String::new()),
+        };
+        let server = without_query
+            .rsplit_once('/')
+            .map_or(without_query, |(server, _)| server);
+        Arc::new(PgDb {
+            url: format!("{server}/{name}{query}"),
+            name,
+        })
+    }
+}
+
+impl Drop for PgDb {
+    fn drop(&mut self) {
+        // Drop runs inside the test's runtime: use a thread of our own.
+        let name = self.name.clone();
+        let _ = std::thread::spawn(move || {
+            let Ok(rt) = tokio::runtime::Builder::new_current_thread()
+                .enable_all()
+                .build()
+            else {
+                return;
+            };
+            rt.block_on(async move {
+                use sqlx::{Connection, Executor};
+                if let Ok(mut admin) = sqlx::PgConnection::connect(&pg_base_url()).await {
+                    let _ = admin
+                        .execute(format!("DROP DATABASE IF EXISTS {name} WITH (FORCE)").as_str())
+                        .await;
+                    let _ = admin.close().await;
+                }
+            });
+        })
+        .join();
+    }
+}
+
+/// Which database a test gateway runs on.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Db {
+    /// The embedded default: `chasqui.db` in the data directory.
+    Sqlite,
+    /// A fresh PostgreSQL database.
+    Postgres,
+}
+
 /// A running gateway process with its data directory.
 pub struct Gateway {
     pub port: u16,
@@ -296,6 +386,10 @@ pub struct Gateway {
     embedded: Option<PathBuf>,
     /// Environment variables given to the process (settings under test).
     pub env: Vec<(String, String)>,
+    /// The PostgreSQL database the catalog is in (None: SQLite in `dir`).
+    pub pg: Option<Arc<PgDb>>,
+    /// `--catalog-poll-ms`: how often the node polls the catalog for changes.
+    catalog_poll_ms: u64,
 }
 
 impl Drop for Gateway {
@@ -338,10 +432,63 @@ impl Gateway {
     /// Like [`Gateway::start_with_policy`], the process started with these
     /// environment variables (they stay for later restarts).
     pub async fn start_with_env(catalog: &str, policy_text: &str, env: &[(&str, &str)]) -> Gateway {
+        Self::start_full(catalog, policy_text, None, env).await
+    }
+
+    /// Like [`Gateway::start`], on the given database.
+    pub async fn start_on(catalog: &str, db: Db) -> Gateway {
+        let pg = match db {
+            Db::Sqlite => None,
+            Db::Postgres => Some(PgDb::create().await),
+        };
+        Self::start_full(catalog, TEST_POLICY, pg, &[]).await
+    }
+
+    /// Imports `catalog` (into `pg`, or the data directory's SQLite file)
+    /// and starts a node.
+    pub async fn start_on_pg(catalog: &str, policy_text: &str, pg: Option<Arc<PgDb>>) -> Gateway {
+        Self::start_full(catalog, policy_text, pg, &[]).await
+    }
+
+    /// Imports `catalog` (into `pg`, or the data directory's SQLite file)
+    /// and starts a node with these environment variables.
+    pub async fn start_full(
+        catalog: &str,
+        policy_text: &str,
+        pg: Option<Arc<PgDb>>,
+        env: &[(&str, &str)],
+    ) -> Gateway {
         let dir = tempfile::tempdir().expect("tempdir");
         let file = dir.path().join("catalog.yaml");
         std::fs::write(&file, catalog).unwrap();
-        let tokens = import(dir.path(), &file);
+        let tokens = import_into(dir.path(), pg.as_ref().map(|p| p.url.as_str()), &file);
+        Self::node(dir, tokens, policy_text, pg, 50, env).await
+    }
+
+    /// Starts a node of a cluster on `pg`, with a data directory
+    /// (certificate, ledger, plugin cache) of its own, importing `catalog`
+    /// first if given, and polling the catalog only every `poll_ms`.
+    pub async fn cluster_node(catalog: Option<&str>, pg: &Arc<PgDb>, poll_ms: u64) -> Gateway {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let tokens = match catalog {
+            Some(catalog) => {
+                let file = dir.path().join("catalog.yaml");
+                std::fs::write(&file, catalog).unwrap();
+                import_into(dir.path(), Some(&pg.url), &file)
+            }
+            None => HashMap::new(),
+        };
+        Self::node(dir, tokens, TEST_POLICY, Some(pg.clone()), poll_ms, &[]).await
+    }
+
+    async fn node(
+        dir: tempfile::TempDir,
+        tokens: HashMap<String, String>,
+        policy_text: &str,
+        pg: Option<Arc<PgDb>>,
+        catalog_poll_ms: u64,
+        env: &[(&str, &str)],
+    ) -> Gateway {
         let policy = dir.path().join("policy.yaml");
         std::fs::write(&policy, policy_text).unwrap();
         let mut gw = Gateway {
@@ -356,9 +503,19 @@ impl Gateway {
                 .iter()
                 .map(|(k, v)| (k.to_string(), v.to_string()))
                 .collect(),
+            pg,
+            catalog_poll_ms,
         };
         gw.spawn().await;
         gw
+    }
+
+    /// The SQLite file that holds this node's audit ledger.
+    pub fn ledger_db(&self) -> PathBuf {
+        match self.pg {
+            Some(_) => self.dir.path().join("ledger.db"),
+            None => self.dir.path().join("chasqui.db"),
+        }
     }
 
     /// Starts `chasqui serve` on the embedded default: no policy file (the
@@ -375,6 +532,8 @@ impl Gateway {
             client: reqwest::Client::new(),
             embedded: Some(plugin_dir.to_path_buf()),
             env: Vec::new(),
+            pg: None,
+            catalog_poll_ms: 50,
         };
         gw.spawn().await;
         gw
@@ -394,6 +553,9 @@ impl Gateway {
             .arg(format!("127.0.0.1:{port}"))
             .arg("--admin-listen")
             .arg(format!("127.0.0.1:{admin_port}"));
+        if let Some(pg) = &self.pg {
+            command.arg("--database-url").arg(&pg.url);
+        }
         match &self.embedded {
             Some(plugin_dir) => command
                 .arg("--demo-listen")
@@ -405,14 +567,9 @@ impl Gateway {
                 .arg("--no-demo"),
         };
         let child = command
-            .args([
-                "--threads",
-                "2",
-                "--catalog-poll-ms",
-                "50",
-                "--drain-timeout-secs",
-                "10",
-            ])
+            .args(["--threads", "2", "--drain-timeout-secs", "10"])
+            .arg("--catalog-poll-ms")
+            .arg(self.catalog_poll_ms.to_string())
             .env("RUST_LOG", "info")
             .envs(self.env.iter().map(|(k, v)| (k.as_str(), v.as_str())))
             .stdout(Stdio::null())
@@ -502,12 +659,12 @@ impl Gateway {
 
     /// Runs a `chasqui` subcommand against this gateway's data directory.
     pub fn cli(&self, args: &[&str]) -> std::process::Output {
-        Command::new(CHASQUI)
-            .args(args)
-            .arg("--data-dir")
-            .arg(self.dir.path())
-            .output()
-            .expect("run chasqui")
+        let mut command = Command::new(CHASQUI);
+        command.args(args).arg("--data-dir").arg(self.dir.path());
+        if let Some(pg) = &self.pg {
+            command.arg("--database-url").arg(&pg.url);
+        }
+        command.output().expect("run chasqui")
     }
 
     /// Replaces the policy file and sends SIGHUP.
@@ -612,13 +769,25 @@ fn wait_for_file(path: &Path) -> Vec<u8> {
 
 /// Runs `chasqui catalog import` and returns the issued tokens by label.
 pub fn import(data_dir: &Path, file: &Path) -> HashMap<String, String> {
-    let out = Command::new(CHASQUI)
+    import_into(data_dir, None, file)
+}
+
+/// Like [`import`], into the database at `database_url` when given.
+pub fn import_into(
+    data_dir: &Path,
+    database_url: Option<&str>,
+    file: &Path,
+) -> HashMap<String, String> {
+    let mut command = Command::new(CHASQUI);
+    command
         .args(["catalog", "import"])
         .arg(file)
         .arg("--data-dir")
-        .arg(data_dir)
-        .output()
-        .expect("run import");
+        .arg(data_dir);
+    if let Some(url) = database_url {
+        command.arg("--database-url").arg(url);
+    }
+    let out = command.output().expect("run import");
     assert!(
         out.status.success(),
         "import failed: {}",

@@ -16,11 +16,5 @@ CREATE TABLE quota_usage (
 
 -- A new or changed OpenAPI document changes what contract validation checks:
 -- let gateways see it as a catalog change.
-CREATE FUNCTION service_sheets_changed() RETURNS trigger AS $$
-BEGIN
-    INSERT INTO catalog_changes (subject) VALUES ('service_sheets');
-    RETURN NULL;
-END;
-$$ LANGUAGE plpgsql;
 CREATE TRIGGER service_sheets_changed_iu AFTER INSERT OR UPDATE ON service_sheets
-    FOR EACH ROW EXECUTE FUNCTION service_sheets_changed();
+    FOR EACH ROW EXECUTE FUNCTION chasqui_catalog_changed();

@@ -22,12 +22,6 @@ CREATE TABLE policy_current (
     applied_at_ms BIGINT NOT NULL
 );
 
-CREATE FUNCTION chasqui_policy_changed() RETURNS trigger AS $$
-BEGIN
-    INSERT INTO catalog_changes (subject) VALUES ('policy');
-    RETURN NULL;
-END;
-$$ LANGUAGE plpgsql;
-
+-- The catalog change trigger (0001) also notifies every node at commit.
 CREATE TRIGGER policy_current_changed AFTER INSERT OR UPDATE ON policy_current
-    FOR EACH ROW EXECUTE FUNCTION chasqui_policy_changed();
+    FOR EACH ROW EXECUTE FUNCTION chasqui_catalog_changed();

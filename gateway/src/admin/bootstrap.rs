@@ -39,7 +39,7 @@ pub async fn bootstrap_operator(store: &Store, data_dir: &Path) -> anyhow::Resul
         });
     if let Err(e) = written {
         // Take the token back so no unknown operator stays behind.
-        let _ = sqlx::query("DELETE FROM admin_principals WHERE id = ?")
+        let _ = sqlx::query("DELETE FROM admin_principals WHERE id = $1")
             .bind(issued.principal.id)
             .execute(store.pool())
             .await;

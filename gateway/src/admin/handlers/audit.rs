@@ -76,15 +76,15 @@ pub async fn list(
         .map(like_pattern);
     let rows = sqlx::query(
         "SELECT position, at_ms, kind, actor, request_id, payload, hash FROM ledger_entries
-         WHERE position >= ? AND kind LIKE ? ESCAPE '\\' AND (? IS NULL OR LOWER(actor) LIKE ? ESCAPE '\\')
-         ORDER BY position LIMIT ?",
+         WHERE position >= $1 AND kind LIKE $2 ESCAPE '\\' AND ($3 IS NULL OR LOWER(actor) LIKE $4 ESCAPE '\\')
+         ORDER BY position LIMIT $5",
     )
     .bind(page.after_id)
     .bind(&kind)
     .bind(&actor)
     .bind(&actor)
     .bind(page.limit + 1)
-    .fetch_all(state.store.pool())
+    .fetch_all(&state.gateway.ledger_pool)
     .await
     .map_err(|e| ApiError::internal(&e))?;
     let items = rows
