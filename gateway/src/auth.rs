@@ -22,6 +22,9 @@ pub struct TokenCache {
     /// Last use (Unix seconds) per token id, not yet written to the store.
     /// Sharded, and written at most once per token and second.
     last_used: dashmap::DashMap<i64, i64>,
+    /// Bumped by every invalidation: a lookup that read the store before an
+    /// invalidation but finished after it must not stay cached.
+    generation: std::sync::atomic::AtomicU64,
 }
 
 impl TokenCache {
@@ -38,6 +41,7 @@ impl TokenCache {
             store,
             control,
             last_used: dashmap::DashMap::new(),
+            generation: std::sync::atomic::AtomicU64::new(0),
         }
     }
 
@@ -96,9 +100,12 @@ impl TokenCache {
         &self,
         hash: [u8; 32],
     ) -> Result<Option<Arc<TokenRecord>>, (Problem, &'static str)> {
+        use std::sync::atomic::Ordering;
         let store = self.store.clone();
         let control = self.control.clone();
-        self.cache
+        let generation = self.generation.load(Ordering::Acquire);
+        let found = self
+            .cache
             .try_get_with(hash, async move {
                 control
                     .spawn(async move { store.lookup_token(&hash).await })
@@ -107,14 +114,20 @@ impl TokenCache {
                     .map(|found| found.map(Arc::new))
                     .map_err(|e| e.to_string())
             })
-            .await
-            .map_err(|e| {
-                tracing::error!(error = %e, "token lookup failed");
-                (
-                    Problem::Internal,
-                    "the token could not be checked; try again",
-                )
-            })
+            .await;
+        // The catalog changed while the lookup ran (a revocation committed
+        // on this or another node): answer this request with what was read,
+        // but do not keep it.
+        if self.generation.load(Ordering::Acquire) != generation {
+            self.cache.invalidate(&hash).await;
+        }
+        found.map_err(|e| {
+            tracing::error!(error = %e, "token lookup failed");
+            (
+                Problem::Internal,
+                "the token could not be checked; try again",
+            )
+        })
     }
 
     /// Writes the pending last-use times to the store in one transaction.
@@ -136,6 +149,8 @@ impl TokenCache {
 
     /// Drops every cached entry.
     pub fn invalidate_all(&self) {
+        self.generation
+            .fetch_add(1, std::sync::atomic::Ordering::AcqRel);
         self.cache.invalidate_all();
     }
 }
