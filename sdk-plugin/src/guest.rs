@@ -69,7 +69,7 @@ impl<P: Plugin> wit::Guest for Glue<P> {
         let request = http::RequestHead {
             method: request.method,
             path: request.path,
-            headers: headers_from_wit(request.headers),
+            headers: headers_from_block(&request.headers),
         };
         headers_action_to_wit(with_plugin(|plugin: &mut P| {
             plugin.on_request_headers(&request)
@@ -87,7 +87,7 @@ impl<P: Plugin> wit::Guest for Glue<P> {
     fn on_response_headers(response: wit::ResponseHead) -> wit::HeadersAction {
         let response = http::ResponseHead {
             status: response.status,
-            headers: headers_from_wit(response.headers),
+            headers: headers_from_block(&response.headers),
         };
         headers_action_to_wit(with_plugin(|plugin: &mut P| {
             plugin.on_response_headers(&response)
@@ -118,14 +118,17 @@ fn phase_to_wit(phase: Phase) -> wit::Phase {
     }
 }
 
-fn headers_from_wit(headers: Vec<wit::Header>) -> Vec<http::Header> {
+/// The header fields of a field block: `name LF value LF` per field (see the WIT).
+fn headers_from_block(block: &str) -> Vec<http::Header> {
+    let mut lines = block.split_terminator('\n');
+    let mut headers = Vec::with_capacity(block.len() / 24);
+    while let (Some(name), Some(value)) = (lines.next(), lines.next()) {
+        headers.push(http::Header {
+            name: name.to_string(),
+            value: value.to_string(),
+        });
+    }
     headers
-        .into_iter()
-        .map(|h| http::Header {
-            name: h.name,
-            value: h.value,
-        })
-        .collect()
 }
 
 fn headers_to_wit(headers: Vec<http::Header>) -> Vec<wit::Header> {

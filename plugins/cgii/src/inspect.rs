@@ -141,6 +141,20 @@ fn is_long_base64(value: &str) -> bool {
         })
 }
 
+/// Whether a value is a compact JWS or JWE (a JWT, as in `x-ciudadania-token`): three or
+/// five base64url segments joined by dots, the first a JSON object (`eyJ` is `{"`). Such a
+/// value has no quote, space, slash, angle bracket, percent sign or shell metacharacter,
+/// so no payload of any detector fits in it; scanning a 700-byte token with every detector
+/// and decoding was most of CGII's cost on a request that carries one.
+fn is_compact_jwt(value: &str) -> bool {
+    value.len() >= 32
+        && value.starts_with("eyJ")
+        && matches!(value.bytes().filter(|b| *b == b'.').count(), 2 | 4)
+        && value
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'-' | b'_' | b'.'))
+}
+
 /// The detectors in force for one request: what to run and the threshold to reach.
 #[derive(Debug)]
 pub struct Inspector<'s> {
@@ -160,7 +174,7 @@ impl<'s> Inspector<'s> {
     /// Inspects one field and adds what it finds, at most one finding per category (the
     /// best-scoring decoding of the value).
     pub fn field(&self, field: Field<'_>, findings: &mut Vec<Finding>) {
-        if is_plain(field.value) || is_long_base64(field.value) {
+        if is_plain(field.value) || is_long_base64(field.value) || is_compact_jwt(field.value) {
             return;
         }
         let mut active: [Option<&DetectorSettings>; Category::ALL.len()] = Default::default();
@@ -416,6 +430,36 @@ mod tests {
         assert_eq!(findings[0].place().0, "el campo «nombre» del cuerpo");
         assert!(is_long_base64(&pdf));
         assert!(!is_long_base64("short"));
+    }
+
+    #[test]
+    fn compact_jwts_are_skipped_and_look_alikes_are_not() {
+        let jws = "eyJhbGciOiJSUzI1NiJ9.eyJzdWIiOiIxMjMiLCJzY29wZSI6Im9wZW5pZCJ9.c2lnbmF0dXJl";
+        assert!(is_compact_jwt(jws));
+        assert!(is_compact_jwt(
+            "eyJhbGciOiJkaXIifQ..aXY.Y2lwaGVydGV4dGZvcmFqd2U.dGFn"
+        ));
+        // Anything outside base64url and dots is scanned as usual.
+        assert!(!is_compact_jwt(&format!("{jws}' OR '1'='1")));
+        assert!(!is_compact_jwt(
+            "eyJ.../../../etc/passwd.xxxxxxxxxxxxxxxxxxxxxxxx"
+        ));
+        assert!(!is_compact_jwt("169.254.169.254"));
+        assert!(!is_compact_jwt("eyJhbGciOiJSUzI1NiJ9.eyJzdWIiOiIxMjMifQ"));
+        let settings = settings(json!({}));
+        let findings = inspect(&settings, 6, |inspector, out| {
+            inspector.field(
+                Field {
+                    location: Location::Header,
+                    name: Some("x-token"),
+                    is_name: false,
+                    value: &format!("{jws}<script>alert(1)</script>"),
+                    plus_as_space: false,
+                },
+                out,
+            )
+        });
+        assert_eq!(findings.len(), 1, "{findings:?}");
     }
 
     #[test]

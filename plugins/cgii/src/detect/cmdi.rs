@@ -184,7 +184,7 @@ fn markers(text: &str, hits: &mut Hits) {
         ("$ifs", "ifs_evasion", 8),
     ];
     for (needle, signature, score) in MARKERS {
-        if let Some(at) = text.find(needle) {
+        if let Some(at) = crate::text::find(text, needle) {
             hits.add(signature, *score, at);
         }
     }

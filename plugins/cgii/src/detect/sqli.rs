@@ -54,7 +54,7 @@ fn has_comparison(rest: &str) -> bool {
         " in(",
     ]
     .iter()
-    .any(|operator| expression.contains(operator))
+    .any(|operator| crate::text::contains(expression, operator))
 }
 
 /// Whether the expression starts with a constant that is true by itself (`1`, `true`, `not 0`).
@@ -209,7 +209,7 @@ fn stacked_query(text: &str, hits: &mut Hits) {
                 if companion.is_empty() {
                     ends_statement(rest)
                 } else {
-                    rest.contains(companion)
+                    crate::text::contains(rest, companion)
                 }
             });
             if companion {

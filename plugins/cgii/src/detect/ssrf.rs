@@ -123,7 +123,7 @@ fn metadata_paths(text: &str, hits: &mut Hits) {
         "/metadata/identity",
         "/openstack/latest",
     ] {
-        if let Some(at) = text.find(path) {
+        if let Some(at) = crate::text::find(text, path) {
             hits.add("metadata_path", 8, at);
             return;
         }

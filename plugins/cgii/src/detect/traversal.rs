@@ -53,7 +53,7 @@ fn dot_dot(text: &str, hits: &mut Hits) {
     }
     // Patterns that survive a filter deleting `../` once.
     for bypass in ["....//", "....\\\\", "..././", "...\\.\\"] {
-        if let Some(at) = text.find(bypass) {
+        if let Some(at) = crate::text::find(text, bypass) {
             hits.add("dot_dot_bypass", 8, at);
         }
     }
@@ -81,7 +81,7 @@ fn encoded(text: &str, hits: &mut Hits) {
         "%u2215",
         "%u2216",
     ] {
-        if let Some(at) = text.find(needle) {
+        if let Some(at) = crate::text::find(text, needle) {
             hits.add("encoded_dot_dot", 7, at);
             return;
         }

@@ -209,7 +209,7 @@ fn script_urls(text: &str, hits: &mut Hits) {
         ("data:application/javascript", 7),
         ("data:image/svg+xml", 5),
     ] {
-        if let Some(at) = text.find(prefix) {
+        if let Some(at) = crate::text::find(text, prefix) {
             hits.add("data_url", score, at);
         }
     }
