@@ -330,3 +330,84 @@ consumers:
         b.log()
     );
 }
+
+/// Status of a POST with a 500-byte body to `gw`: 200 under the test
+/// policy's 1024-byte limit, 413 under a 100-byte one.
+async fn post_500(gw: &Gateway, token: &str) -> u16 {
+    gw.client
+        .post(gw.url("/segip/v1/personas"))
+        .bearer_auth(token)
+        .header("content-type", "application/json")
+        .body(format!("{{\"x\":\"{}\"}}", "y".repeat(492)))
+        .send()
+        .await
+        .expect("post")
+        .status()
+        .as_u16()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_policy_applied_through_one_node_is_in_force_on_the_other_within_a_second() {
+    let up = Upstream::start("up", Behavior::Echo).await;
+    let pg = PgDb::create().await;
+    let catalog = format!(
+        "entities:
+  - {{code: segip, name: SEGIP}}
+  - {{code: sin, name: SIN}}
+services:
+  - {{entity: segip, code: personas, version: 1, name: Personas, category: Identificación, environments: {{pruebas: {{upstreams: [\"{}\"]}}}}}}
+consumers:
+  - entity: sin
+    code: portal
+    name: Portal
+    grants:
+      - {{service: segip/v1, environments: [pruebas]}}
+    tokens:
+      - {{environment: pruebas, label: portal}}
+",
+        up.url()
+    );
+    let a = Gateway::cluster_node(Some(&catalog), &pg, SLOW_POLL_MS).await;
+    let b = Gateway::cluster_node(None, &pg, SLOW_POLL_MS).await;
+    let token = a.token("portal").to_string();
+    assert_eq!(post_500(&b, &token).await, 200);
+    let op = Admin::new(&a, &a.admin_token());
+    let op_b = Admin::new(&b, &a.admin_token());
+    let before = op_b.call(Method::GET, "/policies/current", None, 200).await;
+    assert_eq!(before["applied_here"], before["version"]["id"], "{before}");
+
+    let smaller = TEST_POLICY.replace(
+        "max_request_body_bytes: 1024",
+        "max_request_body_bytes: 100",
+    );
+    let since = Instant::now();
+    let applied = op
+        .call(
+            Method::PUT,
+            "/policies/current",
+            Some(json!({"policy": smaller, "comment": "smaller bodies"})),
+            200,
+        )
+        .await;
+    let took = loop {
+        if post_500(&b, &token).await == 413 {
+            break since.elapsed();
+        }
+        assert!(
+            since.elapsed() < Duration::from_secs(5),
+            "node B still takes the old limit after 5 s"
+        );
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    };
+    println!("cluster: policy applied through node A, in force on node B after {took:?}");
+    assert!(took < WITHIN, "the policy took {took:?} to reach node B");
+    let after = op_b.call(Method::GET, "/policies/current", None, 200).await;
+    assert_eq!(after["applied_here"], applied["version"]["id"], "{after}");
+
+    // A restarted node B keeps the cluster's version, not its own file's.
+    let mut b = b;
+    b.terminate();
+    b.wait_exit(Duration::from_secs(15));
+    b.spawn().await;
+    assert_eq!(post_500(&b, &token).await, 413);
+}

@@ -46,6 +46,10 @@ pub struct NewPolicyVersion<'a> {
     pub source: PolicySource,
     /// For a rollback, the version restored.
     pub restores: Option<i64>,
+    /// Whether it becomes the version in force (false: kept as history
+    /// only, e.g. a node's file seen at start while the store's version
+    /// stays in force).
+    pub make_current: bool,
 }
 
 /// A stored policy version.
@@ -100,8 +104,9 @@ fn version_from_row(r: &sqlx::any::AnyRow) -> Result<PolicyVersion> {
 const COLUMNS: &str = "id, body, sha256, author, comment, source, restores, created_at_ms";
 
 impl Store {
-    /// Records `new` as the newest version and makes it the current one, in
-    /// one transaction (the change feed then tells every node).
+    /// Records `new` as the newest version and, if it says so, makes it the
+    /// current one, in one transaction (the change feed then tells every
+    /// node).
     pub async fn record_policy_version(&self, new: &NewPolicyVersion<'_>) -> Result<PolicyVersion> {
         if new.comment.len() > 2000 {
             return Err(StoreError::Invalid(
@@ -124,15 +129,17 @@ impl Store {
         .bind(at)
         .fetch_one(&mut *tx)
         .await?;
-        sqlx::query(
-            "INSERT INTO policy_current (singleton, version_id, applied_at_ms) VALUES (1, $1, $2)
-             ON CONFLICT (singleton) DO UPDATE SET version_id = excluded.version_id,
-                 applied_at_ms = excluded.applied_at_ms",
-        )
-        .bind(id)
-        .bind(at)
-        .execute(&mut *tx)
-        .await?;
+        if new.make_current {
+            sqlx::query(
+                "INSERT INTO policy_current (singleton, version_id, applied_at_ms) VALUES (1, $1, $2)
+                 ON CONFLICT (singleton) DO UPDATE SET version_id = excluded.version_id,
+                     applied_at_ms = excluded.applied_at_ms",
+            )
+            .bind(id)
+            .bind(at)
+            .execute(&mut *tx)
+            .await?;
+        }
         tx.commit().await?;
         Ok(PolicyVersion {
             id,
@@ -230,6 +237,7 @@ mod tests {
                 comment: "initial",
                 source: PolicySource::Default,
                 restores: None,
+                make_current: true,
             })
             .await
             .unwrap();
@@ -241,6 +249,7 @@ mod tests {
                 comment: "limits",
                 source: PolicySource::Admin,
                 restores: None,
+                make_current: true,
             })
             .await
             .unwrap();
@@ -267,6 +276,7 @@ mod tests {
                 comment: &"c".repeat(2001),
                 source: PolicySource::Admin,
                 restores: None,
+                make_current: true,
             })
             .await
             .is_err());

@@ -85,6 +85,11 @@ pub struct Origin {
     pub comment: String,
     /// For a rollback, the version restored.
     pub restores: Option<i64>,
+    /// Record a version even when the text equals the one in force: a
+    /// source seen for the first time, or changed since it was last
+    /// recorded, must leave its own version, or the next start would take
+    /// it for changed again and undo later changes made through the API.
+    pub always_record: bool,
 }
 
 /// The result of applying a text.
@@ -200,6 +205,7 @@ impl Gateway {
                         author,
                         comment: String::new(),
                         restores: None,
+                        always_record: false,
                     },
                 )
             }
@@ -210,6 +216,7 @@ impl Gateway {
                     author: "default".into(),
                     comment: String::new(),
                     restores: None,
+                    always_record: false,
                 },
             ),
         })
@@ -242,7 +249,11 @@ impl Gateway {
         self.install_blocking(policy).await?;
         let current = self.store.current_policy().await;
         let unchanged = match &current {
-            Ok(Some(v)) => v.sha256 == policy_digest(&text) && origin.restores.is_none(),
+            Ok(Some(v)) => {
+                v.sha256 == policy_digest(&text)
+                    && origin.restores.is_none()
+                    && !origin.always_record
+            }
             _ => false,
         };
         if unchanged {
@@ -262,6 +273,7 @@ impl Gateway {
                 comment: &origin.comment,
                 source: origin.source,
                 restores: origin.restores,
+                make_current: true,
             })
             .await;
         match recorded {
@@ -303,12 +315,47 @@ impl Gateway {
             .store
             .latest_policy_from(origin.source, &origin.author)
             .await?;
-        let changed = latest
-            .as_ref()
-            .is_none_or(|v| v.sha256 != policy_digest(&text));
+        let digest = policy_digest(&text);
+        let current = self.store.current_policy_id().await?;
+        match (&latest, current) {
+            // The first policy of this store, or this source changed since
+            // it was last recorded: it applies, as a version of its own.
+            (None, None) => {}
+            (Some(seen), _) if seen.sha256 != digest => {}
+            // A source this store has not seen (a node joining a cluster, a
+            // policy file configured for the first time) does not override
+            // the version in force: it is kept as history, and SIGHUP or an
+            // edit of the file applies it.
+            (None, Some(in_force)) => {
+                let mut record = NewPolicyVersion {
+                    body: &text,
+                    author: &origin.author,
+                    comment: "seen at start; the version in force stays",
+                    source: origin.source,
+                    restores: None,
+                    make_current: false,
+                };
+                let in_force_text = self.store.policy_version(in_force).await?;
+                if in_force_text.as_ref().is_some_and(|v| v.sha256 == digest) {
+                    record.comment = "seen at start; equal to the version in force";
+                } else {
+                    tracing::warn!(
+                        source = %origin.author,
+                        version = in_force,
+                        "the configured policy differs from the version in force, which stays; SIGHUP or an edit of the file applies it"
+                    );
+                }
+                self.store.record_policy_version(&record).await?;
+                self.sync_policy().await;
+                return Ok(());
+            }
+            (Some(_), _) => {}
+        }
+        let changed = latest.as_ref().is_none_or(|v| v.sha256 != digest);
         if changed {
             let origin = Origin {
                 comment: "loaded at start".into(),
+                always_record: true,
                 ..origin
             };
             self.apply_policy_text(text, origin).await?;

@@ -302,6 +302,7 @@ pub async fn apply(
             author,
             comment: req.comment,
             restores: None,
+            always_record: false,
         },
         req.dry_run,
     )
@@ -341,6 +342,7 @@ pub async fn rollback(
             author: old.author,
             comment,
             restores: Some(id),
+            always_record: false,
         },
         req.dry_run,
     )
