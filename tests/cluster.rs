@@ -83,12 +83,10 @@ where
     }
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn changes_through_one_node_are_in_force_on_the_other_within_a_second() {
-    let first = Upstream::start("primero", Behavior::Echo).await;
-    let moved = Upstream::start("nuevo", Behavior::Echo).await;
-    let pg = PgDb::create().await;
-    let catalog = format!(
+/// SEGIP's person service on `upstream` in `pruebas`, and two SIN systems:
+/// `portal` granted with a test token, `caja` with nothing yet.
+fn segip_catalog(upstream: &str) -> String {
+    format!(
         "entities:
   - {{code: segip, name: SEGIP}}
   - {{code: sin, name: SIN}}
@@ -112,8 +110,16 @@ consumers:
     code: caja
     name: Caja
 ",
-        first.url()
-    );
+        upstream
+    )
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn changes_through_one_node_are_in_force_on_the_other_within_a_second() {
+    let first = Upstream::start("primero", Behavior::Echo).await;
+    let moved = Upstream::start("nuevo", Behavior::Echo).await;
+    let pg = PgDb::create().await;
+    let catalog = segip_catalog(&first.url());
     let a = Gateway::cluster_node(Some(&catalog), &pg, SLOW_POLL_MS).await;
     let b = Gateway::cluster_node(None, &pg, SLOW_POLL_MS).await;
     // Different processes, data directories and certificates; one catalog.
@@ -250,29 +256,7 @@ async fn a_node_reconnects_its_listener_and_catches_up() {
     use sqlx::{Connection, Executor};
     let up = Upstream::start("unico", Behavior::Echo).await;
     let pg = PgDb::create().await;
-    let catalog = format!(
-        "entities:
-  - {{code: segip, name: SEGIP}}
-  - {{code: sin, name: SIN}}
-services:
-  - entity: segip
-    code: personas
-    version: 1
-    name: Personas
-    category: Identificación
-    environments:
-      pruebas: {{upstreams: [\"{}\"]}}
-consumers:
-  - entity: sin
-    code: portal
-    name: Portal
-    grants:
-      - {{service: segip/v1, environments: [pruebas]}}
-    tokens:
-      - {{environment: pruebas, label: portal}}
-",
-        up.url()
-    );
+    let catalog = segip_catalog(&up.url());
     let a = Gateway::cluster_node(Some(&catalog), &pg, SLOW_POLL_MS).await;
     let b = Gateway::cluster_node(None, &pg, SLOW_POLL_MS).await;
     let path = "/segip/v1/personas/1";
@@ -350,23 +334,7 @@ async fn post_500(gw: &Gateway, token: &str) -> u16 {
 async fn a_policy_applied_through_one_node_is_in_force_on_the_other_within_a_second() {
     let up = Upstream::start("up", Behavior::Echo).await;
     let pg = PgDb::create().await;
-    let catalog = format!(
-        "entities:
-  - {{code: segip, name: SEGIP}}
-  - {{code: sin, name: SIN}}
-services:
-  - {{entity: segip, code: personas, version: 1, name: Personas, category: Identificación, environments: {{pruebas: {{upstreams: [\"{}\"]}}}}}}
-consumers:
-  - entity: sin
-    code: portal
-    name: Portal
-    grants:
-      - {{service: segip/v1, environments: [pruebas]}}
-    tokens:
-      - {{environment: pruebas, label: portal}}
-",
-        up.url()
-    );
+    let catalog = segip_catalog(&up.url());
     let a = Gateway::cluster_node(Some(&catalog), &pg, SLOW_POLL_MS).await;
     let b = Gateway::cluster_node(None, &pg, SLOW_POLL_MS).await;
     let token = a.token("portal").to_string();

@@ -185,6 +185,22 @@ impl ChasquiProxy {
         Ok(true)
     }
 
+    /// Like [`ChasquiProxy::answer`], with extra headers (a refusal's
+    /// `Retry-After` and `RateLimit` fields).
+    async fn answer_with_headers(
+        &self,
+        session: &mut Session,
+        ctx: &mut RequestCtx,
+        problem: Problem,
+        detail: &str,
+        headers: &[(&'static str, String)],
+    ) -> Result<bool> {
+        ctx.problem = Some((problem, detail.to_string()));
+        self.seal(session, ctx, problem.status()).await;
+        problem::respond_with_headers(session, problem, detail, &ctx.request_id, headers).await?;
+        Ok(true)
+    }
+
     /// Appends the exchange's digest to the audit ledger just before the
     /// head of its answer is written; under strict durability, waits for
     /// the entry's (group) commit, so that no answer a client receives can
@@ -679,22 +695,14 @@ impl ProxyHttp for ChasquiProxy {
                     service.route_name,
                     refusal.retry_after_secs
                 );
-                ctx.problem = Some((Problem::RateLimited, detail.clone()));
-                self.seal(session, ctx, Problem::RateLimited.status()).await;
-                let extra = [
+                let headers = [
                     ("retry-after", refusal.retry_after_secs.to_string()),
                     ("ratelimit-policy", refusal.policy_header),
                     ("ratelimit", refusal.limit_header),
                 ];
-                problem::respond_with_headers(
-                    session,
-                    Problem::RateLimited,
-                    &detail,
-                    &ctx.request_id,
-                    &extra,
-                )
-                .await?;
-                return Ok(true);
+                return self
+                    .answer_with_headers(session, ctx, Problem::RateLimited, &detail, &headers)
+                    .await;
             }
         }
         if let Err(refusal) = self.gw.quotas.admit(
@@ -716,21 +724,14 @@ impl ProxyHttp for ChasquiProxy {
                 service.route_name,
                 refusal.retry_after_secs
             );
-            ctx.problem = Some((Problem::QuotaExhausted, detail.clone()));
-            let extra = [
+            let headers = [
                 ("retry-after", refusal.retry_after_secs.to_string()),
                 ("ratelimit-policy", refusal.policy_header),
                 ("ratelimit", refusal.limit_header),
             ];
-            problem::respond_with_headers(
-                session,
-                Problem::QuotaExhausted,
-                &detail,
-                &ctx.request_id,
-                &extra,
-            )
-            .await?;
-            return Ok(true);
+            return self
+                .answer_with_headers(session, ctx, Problem::QuotaExhausted, &detail, &headers)
+                .await;
         }
         if let Some(why) = &svc.broken {
             let detail = format!(
