@@ -377,7 +377,15 @@ impl Gateway {
     /// applied here leaves the node on its policy and is reported.
     pub async fn sync_policy(self: &Arc<Self>) {
         let _serial = self.policy_tracker.lock.lock().await;
-        let current = match self.store.current_policy().await {
+        // Every catalog change leads here: compare the id first, and read
+        // the policy text only when this node runs another version.
+        let current = match self.store.current_policy_id().await {
+            Ok(Some(id)) if self.policy_tracker.version_id() == Some(id) => return,
+            Ok(Some(id)) => self.store.policy_version(id).await,
+            Ok(None) => return,
+            Err(e) => Err(e),
+        };
+        let current = match current {
             Ok(Some(v)) => v,
             Ok(None) => return,
             Err(e) => {
@@ -385,9 +393,6 @@ impl Gateway {
                 return;
             }
         };
-        if self.policy_tracker.version_id() == Some(current.id) {
-            return;
-        }
         let origin = format!("version {} ({})", current.id, current.author);
         let outcome = match parse_for(&current.body, &origin, &current.author) {
             Ok(policy) => self.install_blocking(policy).await,
