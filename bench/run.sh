@@ -32,6 +32,7 @@ SKIP_CHASQUI=${BENCH_SKIP_CHASQUI:-0}    # 1: nginx-only run (no build, no chasq
 READY_TIMEOUT=${BENCH_READY_TIMEOUT:-30} # seconds to wait for chasqui readiness
 RESULTS_FILE=${BENCH_RESULTS_FILE:-$BENCH_DIR/results/latest.md}
 KEEP_WORK=${BENCH_KEEP_WORK:-0}          # 1: keep the temp dir (logs, configs) for debugging
+PROFILE=${BENCH_PROFILE:-0}              # 1: perf-record chasqui during each measured run
 
 HOST=127.0.0.1
 PORT_UPSTREAM=18100
@@ -444,10 +445,27 @@ load() {
     log "$label: warm-up $WARMUP, then $DURATION at $CONNECTIONS connections ($url)"
     taskset -c "$CORE_LOAD" wrk "${args[@]}" "-d$WARMUP" "$url" >"$raw.warmup" 2>&1 ||
         { cat "$raw.warmup" >&2; die "wrk warm-up of '$label' failed"; }
+    local perf_pid=""
+    if [[ $PROFILE == 1 && -n $CHASQUI_PID ]]; then
+        # Sampling only (no call graphs: the release build has no frame
+        # pointers), from the load core so the proxy core is not charged.
+        taskset -c "$CORE_LOAD" perf record -q -F 1999 -p "$CHASQUI_PID" -o "$raw.perf" \
+            -- sleep "${DURATION%s}" >/dev/null 2>&1 &
+        perf_pid=$!
+    fi
     cpu_snapshot >"$raw.cpu0"
     taskset -c "$CORE_LOAD" wrk "${args[@]}" "-d$DURATION" "$url" >"$raw" 2>&1 ||
         { cat "$raw" >&2; die "wrk run of '$label' failed"; }
     cpu_snapshot >"$raw.cpu1"
+    if [[ -n $perf_pid ]]; then
+        wait "$perf_pid" || true
+        mkdir -p "$(dirname "$RESULTS_FILE")"
+        local profile
+        profile=$(dirname "$RESULTS_FILE")/profile-$(slug "$label").txt
+        perf report -i "$raw.perf" --no-children --sort comm,dso,symbol --stdio 2>/dev/null |
+            grep -v '^#' | grep -v '^$' | head -n 80 >"$profile" || true
+        log "$label: profile (top 80 symbols) in $profile"
+    fi
     R_CPU_LOAD[$label]=$(cpu_busy "$CORE_LOAD" "$raw.cpu0" "$raw.cpu1")
     R_CPU_PROXY[$label]=$(cpu_busy "$CORE_PROXY" "$raw.cpu0" "$raw.cpu1")
     local rps p50 p99 non se reqs

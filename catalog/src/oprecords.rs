@@ -62,6 +62,29 @@ const COLUMNS: &str = "request_id, trace_id, consumer_entity, consumer_system, s
     environment, method, status, request_bytes, response_bytes, received_at_us,
     sent_upstream_at_us, upstream_answered_at_us, answered_at_us, plugin_outcome, error_type";
 
+/// Columns bound per record in [`Store::insert_operational_records`].
+const BOUND_COLUMNS: usize = 17;
+/// Records per INSERT statement: 17 x 50 = 850 parameters, far below both
+/// SQLite's (32,766) and PostgreSQL's (65,535) limits.
+const ROWS_PER_INSERT: usize = 50;
+
+/// `INSERT ... VALUES ($1..$17), ($18..$34), ...` for `rows` records.
+fn multi_row_insert(rows: usize) -> String {
+    let mut sql = format!("INSERT INTO operational_records ({COLUMNS}) VALUES ");
+    for row in 0..rows {
+        sql.push_str(if row == 0 { "(" } else { ", (" });
+        for column in 0..BOUND_COLUMNS {
+            if column > 0 {
+                sql.push_str(", ");
+            }
+            sql.push('$');
+            sql.push_str(&(row * BOUND_COLUMNS + column + 1).to_string());
+        }
+        sql.push(')');
+    }
+    sql
+}
+
 fn to_i64(n: u64) -> i64 {
     i64::try_from(n).unwrap_or(i64::MAX)
 }
@@ -92,37 +115,39 @@ fn record_from_row(r: &sqlx::any::AnyRow) -> Result<OperationalRecord> {
 }
 
 impl Store {
-    /// Inserts a batch of records in one transaction.
+    /// Inserts a batch of records in one transaction, [`ROWS_PER_INSERT`]
+    /// rows per statement: each statement is a round trip to the
+    /// database's worker (SQLite) or server (PostgreSQL), and one per row
+    /// made the writer cost more than the requests it records.
     pub async fn insert_operational_records(&self, records: &[OperationalRecord]) -> Result<()> {
         if records.is_empty() {
             return Ok(());
         }
-        let sql = format!(
-            "INSERT INTO operational_records ({COLUMNS})
-             VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $16, $17)"
-        );
         let mut tx = self.pool().begin().await?;
-        for r in records {
-            sqlx::query(&sql)
-                .bind(&r.request_id)
-                .bind(&r.trace_id)
-                .bind(&r.consumer_entity)
-                .bind(&r.consumer_system)
-                .bind(&r.service)
-                .bind(&r.route)
-                .bind(&r.environment)
-                .bind(&r.method)
-                .bind(i64::from(r.status))
-                .bind(to_i64(r.request_bytes))
-                .bind(to_i64(r.response_bytes))
-                .bind(r.received_at_us)
-                .bind(r.sent_upstream_at_us)
-                .bind(r.upstream_answered_at_us)
-                .bind(r.answered_at_us)
-                .bind(&r.plugin_outcome)
-                .bind(&r.error_type)
-                .execute(&mut *tx)
-                .await?;
+        for rows in records.chunks(ROWS_PER_INSERT) {
+            let sql = multi_row_insert(rows.len());
+            let mut query = sqlx::query(&sql);
+            for r in rows {
+                query = query
+                    .bind(&r.request_id)
+                    .bind(&r.trace_id)
+                    .bind(&r.consumer_entity)
+                    .bind(&r.consumer_system)
+                    .bind(&r.service)
+                    .bind(&r.route)
+                    .bind(&r.environment)
+                    .bind(&r.method)
+                    .bind(i64::from(r.status))
+                    .bind(to_i64(r.request_bytes))
+                    .bind(to_i64(r.response_bytes))
+                    .bind(r.received_at_us)
+                    .bind(r.sent_upstream_at_us)
+                    .bind(r.upstream_answered_at_us)
+                    .bind(r.answered_at_us)
+                    .bind(&r.plugin_outcome)
+                    .bind(&r.error_type);
+            }
+            query.execute(&mut *tx).await?;
         }
         tx.commit().await?;
         Ok(())
@@ -232,6 +257,37 @@ mod tests {
                 .await
                 .unwrap();
             assert_eq!(left, vec![batch[2].clone()]);
+        }
+    }
+
+    crate::testdb::on_both_databases! {
+        async fn a_batch_larger_than_one_statement_is_stored_whole(store: Store) {
+            // Two full statements and a partial one, with every optional
+            // column both set and unset, in order.
+            let batch: Vec<OperationalRecord> = (0..2 * ROWS_PER_INSERT + 7)
+                .map(|i| {
+                    let mut r = record(&format!("r{i}"), "a/v1", "c", 1_000 + i as i64);
+                    if i % 2 == 0 {
+                        r.trace_id = Some(format!("{i:032x}"));
+                    } else {
+                        r.sent_upstream_at_us = None;
+                        r.upstream_answered_at_us = None;
+                        r.status = 502;
+                        r.error_type = "upstream-refused".into();
+                    }
+                    r
+                })
+                .collect();
+            store.insert_operational_records(&batch).await.unwrap();
+            let mut all = store
+                .list_operational_records(&RecordFilter {
+                    limit: 1000,
+                    ..Default::default()
+                })
+                .await
+                .unwrap();
+            all.reverse();
+            assert_eq!(all, batch);
         }
     }
 }

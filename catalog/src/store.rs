@@ -563,6 +563,11 @@ pub async fn open_sqlite_pool(path: &Path) -> Result<SqlitePool> {
     let pool = SqlitePoolOptions::new()
         .max_connections(4)
         .min_connections(1)
+        // An in-process connection does not go stale: the default ping on
+        // every acquire is one more round trip to the connection's worker
+        // thread per transaction (the ledger's group commits, the
+        // record writer's batches).
+        .test_before_acquire(false)
         .idle_timeout(None)
         .max_lifetime(None)
         .connect_with(options)
@@ -585,7 +590,8 @@ fn any_pool_options(backend: Backend, max: u32) -> AnyPoolOptions {
             // A node keeps working from its snapshot while PostgreSQL is
             // away; calls that need it fail fast rather than queue.
             .acquire_timeout(Duration::from_secs(5)),
-        Backend::Sqlite => options.after_connect(|conn, _| {
+        // In-process connections do not go stale (see `open_sqlite_pool`).
+        Backend::Sqlite => options.test_before_acquire(false).after_connect(|conn, _| {
             Box::pin(async move {
                 conn.execute(
                     "PRAGMA foreign_keys = ON; PRAGMA busy_timeout = 5000; \

@@ -383,6 +383,21 @@ impl From<RequestContext> for CallContext {
     }
 }
 
+/// Bytes of each linear memory slot kept resident when an instance is
+/// dropped, by default: a Rust guest's 1 MiB shadow stack plus its first
+/// heap pages. `CHASQUI_PLUGIN_KEEP_RESIDENT` (bytes) overrides it, to
+/// measure the trade-off (0: unmap everything, wasmtime's default).
+const KEEP_RESIDENT: usize = 2 << 20;
+/// Bytes of each table slot kept resident.
+const TABLE_KEEP_RESIDENT: usize = 64 << 10;
+
+fn keep_resident() -> usize {
+    std::env::var("CHASQUI_PLUGIN_KEEP_RESIDENT")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(KEEP_RESIDENT)
+}
+
 /// The engine all plugins share, with its epoch ticker.
 pub struct PluginEngine {
     engine: Engine,
@@ -418,7 +433,16 @@ impl PluginEngine {
             .total_core_instances(1_000)
             .total_memories(1_000)
             .total_tables(1_000)
-            .max_memory_size(64 << 20);
+            .max_memory_size(64 << 20)
+            // A slot given back keeps its first pages mapped and is reset in
+            // place (only the pages the instance dirtied, found with the
+            // PAGEMAP_SCAN ioctl where the kernel has it) instead of being
+            // unmapped: the next instance in that slot, a `request`-mode
+            // plugin's fresh one, then takes no page faults on its stack
+            // and first heap pages, the largest part of its start-up.
+            .linear_memory_keep_resident(keep_resident())
+            .table_keep_resident(TABLE_KEEP_RESIDENT)
+            .pagemap_scan(wasmtime::Enabled::Auto);
         let mut config = Config::new();
         config
             .epoch_interruption(true)
