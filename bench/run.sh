@@ -462,8 +462,14 @@ load() {
         mkdir -p "$(dirname "$RESULTS_FILE")"
         local profile
         profile=$(dirname "$RESULTS_FILE")/profile-$(slug "$label").txt
-        perf report -i "$raw.perf" --no-children --sort comm,dso,symbol --stdio 2>/dev/null |
-            grep -v '^#' | grep -v '^$' | head -n 80 >"$profile" || true
+        {
+            echo "## by thread"
+            perf report -i "$raw.perf" --no-children --sort comm --stdio 2>/dev/null |
+                grep -v '^#' | grep -v '^$' | head -n 12
+            echo "## by symbol"
+            perf report -i "$raw.perf" --no-children --sort comm,dso,symbol --stdio 2>/dev/null |
+                grep -v '^#' | grep -v '^$' | head -n 80
+        } >"$profile" || true
         log "$label: profile (top 80 symbols) in $profile"
     fi
     R_CPU_LOAD[$label]=$(cpu_busy "$CORE_LOAD" "$raw.cpu0" "$raw.cpu1")

@@ -3,13 +3,15 @@
 //! steps.
 //!
 //! The request path only hands a record to [`Recorder::record`], which
-//! `try_send`s it into a bounded queue: when the queue is full the record is
-//! dropped and counted ([`Recorder::dropped`]), never waited for. A writer
-//! task on the control runtime stores the queue in batches, every
-//! [`FLUSH_EVERY`] or as soon as [`BATCH`] records wait, each batch in one
-//! transaction; a retention task deletes records older than the configured
-//! number of days. At graceful shutdown the drain watcher calls
-//! [`Recorder::flush`].
+//! pushes it onto a bounded in-memory queue under a short lock: when the
+//! queue is full the record is dropped and counted ([`Recorder::dropped`]),
+//! never waited for. Nothing is woken per record (a channel send woke the
+//! writer's thread on every request, and those wake-ups cost more CPU than
+//! the writes): a writer task on the control runtime takes the whole queue
+//! every [`FLUSH_EVERY`], or as soon as [`BATCH`] records wait, and stores
+//! it [`BATCH`] records per transaction; a retention task deletes records
+//! older than the configured number of days. At graceful shutdown the drain
+//! watcher calls [`Recorder::flush`].
 //!
 //! Each batch is also folded into the hourly usage aggregates
 //! (`usage_hourly`, [`chasqui_catalog::usage`]).
@@ -23,9 +25,9 @@
 use chasqui_catalog::oprecords::OperationalRecord;
 use chasqui_catalog::Store;
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::Arc;
+use std::sync::{Arc, Mutex, Weak};
 use std::time::Duration;
-use tokio::sync::{mpsc, oneshot};
+use tokio::sync::{mpsc, oneshot, Notify};
 
 /// How often the writer stores what is queued.
 pub const FLUSH_EVERY: Duration = Duration::from_millis(200);
@@ -38,7 +40,13 @@ const RETENTION_EVERY: Duration = Duration::from_secs(3600);
 
 /// The recorder of operational records.
 pub struct Recorder {
-    records: mpsc::Sender<OperationalRecord>,
+    /// Records waiting for the writer, oldest first.
+    queue: Mutex<Vec<OperationalRecord>>,
+    /// The buffer the writer gave back, empty, to become the next queue
+    /// (no fresh allocation, and so no fresh pages, per round).
+    spare: Mutex<Vec<OperationalRecord>>,
+    /// Wakes the writer when a full batch waits.
+    batch_ready: Notify,
     flushes: mpsc::Sender<oneshot::Sender<()>>,
     dropped: AtomicU64,
 }
@@ -61,24 +69,50 @@ pub fn now_us() -> i64 {
 impl Recorder {
     /// Starts the writer task on the current (control) runtime.
     pub fn start(store: Store) -> Arc<Recorder> {
-        let (tx, rx) = mpsc::channel(QUEUE);
         let (flush_tx, flush_rx) = mpsc::channel(4);
-        tokio::spawn(writer(store, rx, flush_rx));
-        Arc::new(Recorder {
-            records: tx,
+        let recorder = Arc::new(Recorder {
+            queue: Mutex::new(Vec::with_capacity(BATCH)),
+            spare: Mutex::new(Vec::with_capacity(BATCH)),
+            batch_ready: Notify::new(),
             flushes: flush_tx,
             dropped: AtomicU64::new(0),
-        })
+        });
+        tokio::spawn(writer(store, Arc::downgrade(&recorder), flush_rx));
+        recorder
     }
 
     /// Queues one record; never waits (a full queue drops it and counts it).
     pub fn record(&self, record: OperationalRecord) {
-        if self.records.try_send(record).is_err() {
+        let mut queue = self.queue.lock().unwrap_or_else(|p| p.into_inner());
+        if queue.len() >= QUEUE {
+            drop(queue);
             self.dropped.fetch_add(1, Ordering::Relaxed);
+            return;
+        }
+        queue.push(record);
+        let full_batch = queue.len() == BATCH;
+        drop(queue);
+        if full_batch {
+            self.batch_ready.notify_one();
         }
     }
 
-    /// Records dropped because the queue was full (or the writer gone).
+    /// Takes everything queued.
+    fn take(&self) -> Vec<OperationalRecord> {
+        let next = std::mem::take(&mut *self.spare.lock().unwrap_or_else(|p| p.into_inner()));
+        let mut queue = self.queue.lock().unwrap_or_else(|p| p.into_inner());
+        std::mem::replace(&mut *queue, next)
+    }
+
+    /// Gives a written buffer back for reuse.
+    fn give_back(&self, mut buffer: Vec<OperationalRecord>) {
+        buffer.clear();
+        // A burst's buffer is not kept at its peak size.
+        buffer.shrink_to(8 * BATCH);
+        *self.spare.lock().unwrap_or_else(|p| p.into_inner()) = buffer;
+    }
+
+    /// Records dropped because the queue was full.
     pub fn dropped(&self) -> u64 {
         self.dropped.load(Ordering::Relaxed)
     }
@@ -111,59 +145,50 @@ impl Recorder {
     }
 }
 
-/// Stores one batch and adds it to the hourly usage aggregates, logging a
-/// failure (that part of the batch is then lost).
-async fn store_batch(store: &Store, batch: &mut Vec<OperationalRecord>) {
-    if batch.is_empty() {
-        return;
+/// Stores records [`BATCH`] per transaction and adds them to the hourly
+/// usage aggregates, logging a failure (that part is then lost).
+async fn store_records(store: &Store, records: &[OperationalRecord]) {
+    for batch in records.chunks(BATCH) {
+        if let Err(e) = store.insert_operational_records(batch).await {
+            tracing::error!(error = %e, lost = batch.len(), "could not store operational records");
+        }
+        // A second transaction (the records' insert commits its own): a
+        // crash between the two loses this batch's aggregates only.
+        let usage = chasqui_catalog::usage::aggregate(batch);
+        if let Err(e) = store.add_usage(&usage).await {
+            tracing::error!(error = %e, lost = batch.len(), "could not add to the usage aggregates");
+        }
     }
-    if let Err(e) = store.insert_operational_records(batch).await {
-        tracing::error!(error = %e, lost = batch.len(), "could not store operational records");
-    }
-    // A second transaction (the records' insert commits its own): a crash
-    // between the two loses this batch's aggregates only.
-    let usage = chasqui_catalog::usage::aggregate(batch);
-    if let Err(e) = store.add_usage(&usage).await {
-        tracing::error!(error = %e, lost = batch.len(), "could not add to the usage aggregates");
-    }
-    batch.clear();
 }
 
-/// Batches the queue into the store: every [`FLUSH_EVERY`], when [`BATCH`]
-/// records wait, and on request (with everything queued).
+/// Stores the queue every [`FLUSH_EVERY`], when [`BATCH`] records wait, and
+/// on request; ends (after a last write) when the recorder is dropped.
 async fn writer(
     store: Store,
-    mut rx: mpsc::Receiver<OperationalRecord>,
+    recorder: Weak<Recorder>,
     mut flushes: mpsc::Receiver<oneshot::Sender<()>>,
 ) {
-    let mut batch = Vec::with_capacity(BATCH);
     let mut tick = tokio::time::interval(FLUSH_EVERY);
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     loop {
-        tokio::select! {
-            got = rx.recv() => match got {
-                Some(record) => {
-                    batch.push(record);
-                    if batch.len() >= BATCH {
-                        store_batch(&store, &mut batch).await;
-                    }
-                }
-                None => {
-                    store_batch(&store, &mut batch).await;
-                    return;
-                }
-            },
-            _ = tick.tick() => store_batch(&store, &mut batch).await,
-            Some(done) = flushes.recv() => {
-                while let Ok(record) = rx.try_recv() {
-                    batch.push(record);
-                    if batch.len() >= BATCH {
-                        store_batch(&store, &mut batch).await;
-                    }
-                }
-                store_batch(&store, &mut batch).await;
-                let _ = done.send(());
-            }
+        let Some(live) = recorder.upgrade() else {
+            return;
+        };
+        let done = tokio::select! {
+            _ = tick.tick() => None,
+            _ = live.batch_ready.notified() => None,
+            Some(done) = flushes.recv() => Some(done),
+        };
+        let records = live.take();
+        // Not held across the write: dropping the last handle ends the
+        // writer after this round.
+        drop(live);
+        store_records(&store, &records).await;
+        if let Some(live) = recorder.upgrade() {
+            live.give_back(records);
+        }
+        if let Some(done) = done {
+            let _ = done.send(());
         }
     }
 }

@@ -58,8 +58,6 @@ const PREBUFFER_MAX: usize = 64 << 10;
 const IDENTITY_PREFIX: &str = "x-chasqui-";
 
 /// Ledger kind and actor of an exchange's entry.
-const EXCHANGE_KIND: &str = "exchange";
-const EXCHANGE_ACTOR: &str = "gateway";
 /// Longest an answer waits for its exchange's ledger commit (strict
 /// durability) before it is sent anyway, with an error logged: a stalled
 /// store must not hold every answer forever.
@@ -143,6 +141,9 @@ pub struct RequestCtx {
     trace: Option<RequestTrace>,
     /// Whether the exchange's ledger entry was appended.
     sealed: bool,
+    /// The record the ledger entry was made from, completed at the end
+    /// into the operational record (not built twice).
+    head_record: Option<OperationalRecord>,
     _inflight: InflightGuard,
 }
 
@@ -211,35 +212,19 @@ impl ChasquiProxy {
         }
         ctx.sealed = true;
         let head = record_of(session, ctx, status, 0, ctx.received_at_us);
-        let payload = crate::ledger::exchange_payload(&head);
-        let ledger = &self.gw.ledger;
-        match self.gw.ledger_durability {
-            Durability::Batched => {
-                if let Err(e) =
-                    ledger.append(EXCHANGE_KIND, EXCHANGE_ACTOR, &ctx.request_id, &payload)
-                {
-                    tracing::error!(request_id = %ctx.request_id, error = %e, "could not append the exchange to the ledger");
-                }
-            }
-            Durability::Strict => {
-                match ledger.append_committed(
-                    EXCHANGE_KIND,
-                    EXCHANGE_ACTOR,
-                    &ctx.request_id,
-                    &payload,
-                ) {
-                    Ok((_, committed)) => {
-                        if !matches!(
-                            tokio::time::timeout(COMMIT_WAIT, committed).await,
-                            Ok(Ok(()))
-                        ) {
-                            tracing::error!(request_id = %ctx.request_id, "the ledger did not commit the exchange in time; answering anyway");
-                        }
-                    }
-                    Err(e) => {
-                        tracing::error!(request_id = %ctx.request_id, error = %e, "could not append the exchange to the ledger");
-                    }
-                }
+        let digest = crate::ledger::exchange_digest(&head);
+        ctx.head_record = Some(head);
+        let strict = self.gw.ledger_durability == Durability::Strict;
+        if let Some(committed) = self
+            .gw
+            .ledger
+            .append_exchange(&ctx.request_id, &digest, strict)
+        {
+            if !matches!(
+                tokio::time::timeout(COMMIT_WAIT, committed).await,
+                Ok(Ok(()))
+            ) {
+                tracing::error!(request_id = %ctx.request_id, "the ledger did not commit the exchange in time; answering anyway");
             }
         }
     }
@@ -540,6 +525,7 @@ impl ProxyHttp for ChasquiProxy {
             consumer: None,
             trace: None,
             sealed: false,
+            head_record: None,
             _inflight: self.gw.lifecycle.enter(),
         }
     }
@@ -1332,13 +1318,15 @@ impl ProxyHttp for ChasquiProxy {
             .starts_with("/_chasqui/health/");
         let status = session.response_written().map_or(0, |r| r.status.as_u16());
         if !probe && self.gw.metering {
-            let record = record_of(
-                session,
-                ctx,
-                status,
-                session.body_bytes_sent() as u64,
-                crate::oprecords::now_us(),
-            );
+            let response_bytes = session.body_bytes_sent() as u64;
+            let now = crate::oprecords::now_us();
+            let record = match ctx.head_record.take() {
+                Some(mut head) => {
+                    complete_record(&mut head, ctx, status, response_bytes, now);
+                    head
+                }
+                None => record_of(session, ctx, status, response_bytes, now),
+            };
             if !ctx.sealed {
                 // No answer head went through `seal` (the client left, or
                 // pingora answered on its own): the exchange still goes in
@@ -1349,14 +1337,10 @@ impl ProxyHttp for ChasquiProxy {
                     answered_at_us: ctx.received_at_us,
                     ..record.clone()
                 };
-                let payload = crate::ledger::exchange_payload(&head);
-                if let Err(e) =
-                    self.gw
-                        .ledger
-                        .append(EXCHANGE_KIND, EXCHANGE_ACTOR, &ctx.request_id, &payload)
-                {
-                    tracing::error!(request_id = %ctx.request_id, error = %e, "could not append the exchange to the ledger");
-                }
+                let digest = crate::ledger::exchange_digest(&head);
+                self.gw
+                    .ledger
+                    .append_exchange(&ctx.request_id, &digest, false);
             }
             self.gw.records.record(record);
         }
@@ -1509,6 +1493,37 @@ fn record_of(
             .as_ref()
             .map(|(p, _)| p.parts().1.to_string())
             .unwrap_or_default(),
+    }
+}
+
+/// Completes the record made when the answer's head was sealed with what
+/// is known at the end: the fields [`record_of`] takes from the request's
+/// progress, so the result equals a record made afresh.
+fn complete_record(
+    record: &mut OperationalRecord,
+    ctx: &RequestCtx,
+    status: u16,
+    response_bytes: u64,
+    answered_at_us: i64,
+) {
+    record.status = status;
+    record.request_bytes = ctx.body_bytes;
+    record.response_bytes = response_bytes;
+    record.sent_upstream_at_us = ctx.sent_upstream_at_us;
+    record.upstream_answered_at_us = ctx.upstream_answered_at_us;
+    record.answered_at_us = answered_at_us.max(ctx.received_at_us);
+    match ctx.answered_by_plugin {
+        Some(s) => record.plugin_outcome = s.to_string(),
+        None => record.plugin_outcome.clear(),
+    }
+    match &ctx.problem {
+        Some((p, _)) => {
+            let slug = p.parts().1;
+            if record.error_type != slug {
+                record.error_type = slug.to_string();
+            }
+        }
+        None => record.error_type.clear(),
     }
 }
 
