@@ -95,6 +95,35 @@ fn multi_row_insert(backend: Backend, rows: usize) -> String {
     sql
 }
 
+/// Binds `rows` to a [`multi_row_insert`] query, in column order; a macro
+/// so that one list serves both the typed SQLite and the `Any` query.
+macro_rules! bind_records {
+    ($query:expr, $rows:expr) => {{
+        let mut query = $query;
+        for r in $rows {
+            query = query
+                .bind(r.request_id.as_str())
+                .bind(r.trace_id.as_deref())
+                .bind(r.consumer_entity.as_str())
+                .bind(r.consumer_system.as_str())
+                .bind(r.service.as_str())
+                .bind(r.route.as_str())
+                .bind(r.environment.as_str())
+                .bind(r.method.as_str())
+                .bind(i64::from(r.status))
+                .bind(to_i64(r.request_bytes))
+                .bind(to_i64(r.response_bytes))
+                .bind(r.received_at_us)
+                .bind(r.sent_upstream_at_us)
+                .bind(r.upstream_answered_at_us)
+                .bind(r.answered_at_us)
+                .bind(r.plugin_outcome.as_str())
+                .bind(r.error_type.as_str());
+        }
+        query
+    }};
+}
+
 fn to_i64(n: u64) -> i64 {
     i64::try_from(n).unwrap_or(i64::MAX)
 }
@@ -129,35 +158,30 @@ impl Store {
     /// rows per statement: each statement is a round trip to the
     /// database's worker (SQLite) or server (PostgreSQL), and one per row
     /// made the writer cost more than the requests it records.
+    ///
+    /// On SQLite the typed pool is used: the `Any` driver would convert
+    /// every one of the batch's values once more on the way.
     pub async fn insert_operational_records(&self, records: &[OperationalRecord]) -> Result<()> {
         if records.is_empty() {
+            return Ok(());
+        }
+        if let Some(pool) = self.sqlite_pool() {
+            let mut tx = pool.begin().await?;
+            for rows in records.chunks(ROWS_PER_INSERT) {
+                let sql = multi_row_insert(Backend::Sqlite, rows.len());
+                bind_records!(sqlx::query(&sql), rows)
+                    .execute(&mut *tx)
+                    .await?;
+            }
+            tx.commit().await?;
             return Ok(());
         }
         let mut tx = self.pool().begin().await?;
         for rows in records.chunks(ROWS_PER_INSERT) {
             let sql = multi_row_insert(self.backend(), rows.len());
-            let mut query = sqlx::query(&sql);
-            for r in rows {
-                query = query
-                    .bind(&r.request_id)
-                    .bind(&r.trace_id)
-                    .bind(&r.consumer_entity)
-                    .bind(&r.consumer_system)
-                    .bind(&r.service)
-                    .bind(&r.route)
-                    .bind(&r.environment)
-                    .bind(&r.method)
-                    .bind(i64::from(r.status))
-                    .bind(to_i64(r.request_bytes))
-                    .bind(to_i64(r.response_bytes))
-                    .bind(r.received_at_us)
-                    .bind(r.sent_upstream_at_us)
-                    .bind(r.upstream_answered_at_us)
-                    .bind(r.answered_at_us)
-                    .bind(&r.plugin_outcome)
-                    .bind(&r.error_type);
-            }
-            query.execute(&mut *tx).await?;
+            bind_records!(sqlx::query(&sql), rows)
+                .execute(&mut *tx)
+                .await?;
         }
         tx.commit().await?;
         Ok(())
