@@ -14,9 +14,9 @@
 //! the [`Durability`] setting (`ledger_durability`):
 //!
 //! - `strict` (the default): the answer waits until the batch holding its
-//!   entry is committed ([`Ledger::append_committed`]). The flusher is woken
-//!   at once and writes everything queued in one transaction (group commit),
-//!   so concurrent requests share one commit. **A SIGKILL loses no
+//!   entry is committed ([`Ledger::commit_exchange`]). The first waiting
+//!   request writes everything queued in one statement or transaction
+//!   (group commit), so concurrent requests share one commit. **A SIGKILL loses no
 //!   acknowledged exchange**: any answer a client received has its entry in
 //!   the database, and SQLite's WAL keeps a committed batch across a process
 //!   crash (not across a power loss: `synchronous = NORMAL`).
@@ -41,7 +41,7 @@ use std::borrow::Cow;
 use std::path::Path;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
-use tokio::sync::{oneshot, Notify};
+use tokio::sync::oneshot;
 
 /// How often queued entries are written.
 pub const FLUSH_EVERY: Duration = Duration::from_millis(50);
@@ -129,8 +129,6 @@ pub struct Ledger {
     chain: Mutex<Chain>,
     /// Serialises flushes so batches are written in order.
     flushing: tokio::sync::Mutex<()>,
-    /// Wakes the flusher for a group commit.
-    wake: Notify,
     pool: SqlitePool,
     key: Ed25519KeyPair,
     public_hex: String,
@@ -238,7 +236,6 @@ impl Ledger {
                 last_checkpoint: Instant::now(),
             }),
             flushing: tokio::sync::Mutex::new(()),
-            wake: Notify::new(),
             pool,
             key,
             public_hex,
@@ -257,45 +254,20 @@ impl Ledger {
             .map(|(receipt, _)| receipt)
     }
 
-    /// Appends an entry and wakes the flusher; the receiver is told once
-    /// the entry is committed (group commit with every entry queued by
-    /// then). Dropped unsent only if the ledger itself is dropped.
-    pub fn append_committed(
-        &self,
-        kind: &str,
-        actor: &str,
-        request_id: &str,
-        payload_json: &str,
-    ) -> Result<(Receipt, oneshot::Receiver<()>), LedgerError> {
-        let (receipt, wait) = self.push(kind, actor, request_id, payload_json, true)?;
-        self.wake.notify_one();
-        Ok((receipt, wait.unwrap_or_else(|| oneshot::channel().1)))
-    }
-
     /// Appends the entry of one exchange of the data plane (kind
     /// [`EXCHANGE_KIND`], actor [`EXCHANGE_ACTOR`], payload
-    /// [`exchange_payload`] of its digest). With `committed`, wakes the
-    /// flusher and returns the receiver told once the entry is committed.
-    /// The request path's append: its payload is known to be valid JSON and
-    /// no receipt is made.
-    pub fn append_exchange(
-        &self,
-        request_id: &str,
-        digest: &[u8; 32],
-        committed: bool,
-    ) -> Option<oneshot::Receiver<()>> {
-        let payload = exchange_payload_of(digest);
-        let wait = self.enqueue(
+    /// [`exchange_payload`] of its digest), written with the next flush
+    /// (batched durability; [`Ledger::commit_exchange`] waits for it). The
+    /// request path's append: its payload is known to be valid JSON and no
+    /// receipt is made.
+    pub fn append_exchange(&self, request_id: &str, digest: &[u8; 32]) {
+        self.enqueue(
             Cow::Borrowed(EXCHANGE_KIND),
             Cow::Borrowed(EXCHANGE_ACTOR),
             request_id,
-            payload,
-            committed,
+            exchange_payload_of(digest),
+            false,
         );
-        if committed {
-            self.wake.notify_one();
-        }
-        wait.1
     }
 
     fn push(
@@ -382,7 +354,68 @@ impl Ledger {
     /// Writes every queued entry (and a checkpoint when one is due) in one
     /// transaction; returns how many entries were written.
     pub async fn flush(&self) -> Result<usize, LedgerError> {
-        let _order = self.flushing.lock().await;
+        let order = self.flushing.lock().await;
+        self.flush_locked(order).await
+    }
+
+    /// Appends the entry of one exchange and returns once it is committed,
+    /// or `false` when it was not within `within` (strict durability).
+    ///
+    /// Group commit without a helper thread: the caller waits for the write
+    /// lock; whoever gets it first writes everything queued by then (its
+    /// own entry and those of every request that appended meanwhile), and
+    /// the others find theirs already committed when their turn comes. All
+    /// of it runs on the caller's runtime: waking the background flusher
+    /// for each answer cost two thread switches per commit on the same
+    /// core, and commits held one or two entries each.
+    pub async fn commit_exchange(
+        &self,
+        request_id: &str,
+        digest: &[u8; 32],
+        within: Duration,
+    ) -> bool {
+        let payload = exchange_payload_of(digest);
+        let (_, wait) = self.enqueue(
+            Cow::Borrowed(EXCHANGE_KIND),
+            Cow::Borrowed(EXCHANGE_ACTOR),
+            request_id,
+            payload,
+            true,
+        );
+        let Some(mut committed) = wait else {
+            return false;
+        };
+        let deadline = tokio::time::Instant::now() + within;
+        let leader = async {
+            let order = self.flushing.lock().await;
+            if committed.try_recv().is_ok() {
+                return true;
+            }
+            match self.flush_locked(order).await {
+                Ok(_) => committed.try_recv().is_ok(),
+                Err(e) => {
+                    tracing::error!(error = %e, "ledger write failed; the flusher will retry");
+                    false
+                }
+            }
+        };
+        match tokio::time::timeout_at(deadline, leader).await {
+            Ok(true) => true,
+            // The write failed: the entry is back in the queue, and the
+            // background flusher retries it every FLUSH_EVERY.
+            Ok(false) => matches!(
+                tokio::time::timeout_at(deadline, committed).await,
+                Ok(Ok(()))
+            ),
+            Err(_) => false,
+        }
+    }
+
+    /// [`Ledger::flush`] with the write lock held.
+    async fn flush_locked(
+        &self,
+        _order: tokio::sync::MutexGuard<'_, ()>,
+    ) -> Result<usize, LedgerError> {
         let (batch, waiters, checkpoint) = {
             let mut chain = self.chain.lock().unwrap_or_else(|p| p.into_inner());
             let batch = std::mem::take(&mut chain.queue);
@@ -478,20 +511,14 @@ impl Ledger {
         Ok(())
     }
 
-    /// Flushes every [`FLUSH_EVERY`], and at once when an entry waits for
-    /// its commit, on the current runtime, forever.
+    /// Flushes every [`FLUSH_EVERY`], on the current runtime, forever.
     pub fn spawn_flusher(self: &Arc<Self>) {
         let ledger = self.clone();
         tokio::spawn(async move {
             let mut tick = tokio::time::interval(FLUSH_EVERY);
             tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
             loop {
-                // Entries appended while a write is in progress leave a
-                // permit in `wake`: they go in the next write, together.
-                tokio::select! {
-                    _ = tick.tick() => {}
-                    _ = ledger.wake.notified() => {}
-                }
+                tick.tick().await;
                 if let Err(e) = ledger.flush().await {
                     tracing::error!(error = %e, "ledger flush failed; will retry");
                 }

@@ -214,17 +214,19 @@ impl ChasquiProxy {
         let head = record_of(session, ctx, status, 0, ctx.received_at_us);
         let digest = crate::ledger::exchange_digest(&head);
         ctx.head_record = Some(head);
-        let strict = self.gw.ledger_durability == Durability::Strict;
-        if let Some(committed) = self
-            .gw
-            .ledger
-            .append_exchange(&ctx.request_id, &digest, strict)
-        {
-            if !matches!(
-                tokio::time::timeout(COMMIT_WAIT, committed).await,
-                Ok(Ok(()))
-            ) {
-                tracing::error!(request_id = %ctx.request_id, "the ledger did not commit the exchange in time; answering anyway");
+        match self.gw.ledger_durability {
+            Durability::Strict => {
+                if !self
+                    .gw
+                    .ledger
+                    .commit_exchange(&ctx.request_id, &digest, COMMIT_WAIT)
+                    .await
+                {
+                    tracing::error!(request_id = %ctx.request_id, "the ledger did not commit the exchange in time; answering anyway");
+                }
+            }
+            Durability::Batched => {
+                self.gw.ledger.append_exchange(&ctx.request_id, &digest);
             }
         }
     }
@@ -1338,9 +1340,7 @@ impl ProxyHttp for ChasquiProxy {
                     ..record.clone()
                 };
                 let digest = crate::ledger::exchange_digest(&head);
-                self.gw
-                    .ledger
-                    .append_exchange(&ctx.request_id, &digest, false);
+                self.gw.ledger.append_exchange(&ctx.request_id, &digest);
             }
             self.gw.records.record(record);
         }
