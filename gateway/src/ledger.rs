@@ -245,7 +245,8 @@ impl Ledger {
         }))
     }
 
-    /// Appends an entry; its position and hash are final at once.
+    /// Appends an entry after checking its kind and payload; its position
+    /// and hash are final at once.
     pub fn append(
         &self,
         kind: &str,
@@ -253,34 +254,6 @@ impl Ledger {
         request_id: &str,
         payload_json: &str,
     ) -> Result<Receipt, LedgerError> {
-        self.push(kind, actor, request_id, payload_json, false)
-            .map(|(receipt, _)| receipt)
-    }
-
-    /// Appends the entry of one exchange of the data plane (kind
-    /// [`EXCHANGE_KIND`], actor [`EXCHANGE_ACTOR`], payload
-    /// [`exchange_payload`] of its digest), written with the next flush
-    /// (batched durability; [`Ledger::commit_exchange`] waits for it). The
-    /// request path's append: its payload is known to be valid JSON and no
-    /// receipt is made.
-    pub fn append_exchange(&self, request_id: &str, digest: &[u8; 32]) {
-        self.enqueue(
-            Cow::Borrowed(EXCHANGE_KIND),
-            Cow::Borrowed(EXCHANGE_ACTOR),
-            request_id,
-            exchange_payload_of(digest),
-            false,
-        );
-    }
-
-    fn push(
-        &self,
-        kind: &str,
-        actor: &str,
-        request_id: &str,
-        payload_json: &str,
-        wait: bool,
-    ) -> Result<(Receipt, Option<oneshot::Receiver<()>>), LedgerError> {
         let kind_ok = !kind.is_empty()
             && kind.len() <= 64
             && kind
@@ -301,20 +274,33 @@ impl Ledger {
         if serde_json::from_str::<serde::de::IgnoredAny>(payload_json).is_err() {
             return Err(LedgerError::Invalid("payload is not JSON".into()));
         }
-        let ((position, hash), wait) = self.enqueue(
+        let ((position, hash), _) = self.enqueue(
             Cow::Owned(kind.to_string()),
             Cow::Owned(actor.to_string()),
             request_id,
             payload_json.to_string(),
-            wait,
+            false,
         );
-        Ok((
-            Receipt {
-                position,
-                hash: hex(&hash),
-            },
-            wait,
-        ))
+        Ok(Receipt {
+            position,
+            hash: hex(&hash),
+        })
+    }
+
+    /// Appends the entry of one exchange of the data plane (kind
+    /// [`EXCHANGE_KIND`], actor [`EXCHANGE_ACTOR`], payload
+    /// [`exchange_payload`] of its digest), written with the next flush
+    /// (batched durability; [`Ledger::commit_exchange`] waits for it). The
+    /// request path's append: its payload is known to be valid JSON and no
+    /// receipt is made.
+    pub fn append_exchange(&self, request_id: &str, digest: &[u8; 32]) {
+        self.enqueue(
+            Cow::Borrowed(EXCHANGE_KIND),
+            Cow::Borrowed(EXCHANGE_ACTOR),
+            request_id,
+            exchange_payload_of(digest),
+            false,
+        );
     }
 
     /// Chains a checked entry and queues it; returns its position and hash.

@@ -162,7 +162,9 @@ async fn store_records(store: &Store, records: &[OperationalRecord]) {
 }
 
 /// Stores the queue every [`FLUSH_EVERY`], when [`BATCH`] records wait, and
-/// on request; ends (after a last write) when the recorder is dropped.
+/// on request; ends within a tick of the last other handle to the recorder
+/// being dropped (what is queued then goes with it: shutdown calls
+/// [`Recorder::flush`] first).
 async fn writer(
     store: Store,
     recorder: Weak<Recorder>,

@@ -57,7 +57,6 @@ const PREBUFFER_MAX: usize = 64 << 10;
 /// Prefix of the identity headers the gateway sets for upstreams.
 const IDENTITY_PREFIX: &str = "x-chasqui-";
 
-/// Ledger kind and actor of an exchange's entry.
 /// Longest an answer waits for its exchange's ledger commit (strict
 /// durability) before it is sent anyway, with an error logged: a stalled
 /// store must not hold every answer forever.
@@ -1465,7 +1464,7 @@ fn record_of(
     let routed = ctx.routed.as_ref();
     let consumer = routed.map(|r| &r.consumer).or(ctx.consumer.as_ref());
     let (service, route) = ctx.record_route.clone().unwrap_or_default();
-    OperationalRecord {
+    let mut record = OperationalRecord {
         request_id: ctx.request_id.clone(),
         trace_id: ctx.trace.as_ref().map(|t| t.trace_id.clone()),
         consumer_entity: consumer.map_or_else(String::new, |c| c.entity_code.clone()),
@@ -1477,28 +1476,24 @@ fn record_of(
             |r| r.env.as_str().to_string(),
         ),
         method: session.req_header().method.as_str().to_string(),
-        status,
-        request_bytes: ctx.body_bytes,
-        response_bytes,
         received_at_us: ctx.received_at_us,
-        sent_upstream_at_us: ctx.sent_upstream_at_us,
-        upstream_answered_at_us: ctx.upstream_answered_at_us,
-        answered_at_us: answered_at_us.max(ctx.received_at_us),
-        plugin_outcome: ctx
-            .answered_by_plugin
-            .map(|s| s.to_string())
-            .unwrap_or_default(),
-        error_type: ctx
-            .problem
-            .as_ref()
-            .map(|(p, _)| p.parts().1.to_string())
-            .unwrap_or_default(),
-    }
+        // The request's progress, filled in below.
+        status: 0,
+        request_bytes: 0,
+        response_bytes: 0,
+        sent_upstream_at_us: None,
+        upstream_answered_at_us: None,
+        answered_at_us: 0,
+        plugin_outcome: String::new(),
+        error_type: String::new(),
+    };
+    complete_record(&mut record, ctx, status, response_bytes, answered_at_us);
+    record
 }
 
-/// Completes the record made when the answer's head was sealed with what
-/// is known at the end: the fields [`record_of`] takes from the request's
-/// progress, so the result equals a record made afresh.
+/// Sets the fields of a record that follow the request's progress (status,
+/// sizes, times, plugin answer, problem): when [`record_of`] makes it, and
+/// again at the end on the record made when the answer's head was sealed.
 fn complete_record(
     record: &mut OperationalRecord,
     ctx: &RequestCtx,
