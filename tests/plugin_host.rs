@@ -348,7 +348,8 @@ fn the_breaker_opens_after_repeated_failures_and_closes_on_its_own() {
     assert!(plugin.check_out(context()).is_ok());
 }
 
-fn seen_values(isolation: Isolation) -> Vec<String> {
+/// The `x-seen` and `x-ended` values of four requests in a row.
+fn seen_values(isolation: Isolation) -> (Vec<String>, Vec<String>) {
     let (engine, _dir) = engine();
     let plugin = engine
         .load(misbehave("remember", isolation, Limits::default()))
@@ -357,18 +358,56 @@ fn seen_values(isolation: Isolation) -> Vec<String> {
         .map(|_| {
             let mut call = plugin.check_out(context()).unwrap();
             match call.on_request_headers(&get("/x/r")).unwrap() {
-                HeadersAction::Modify(c) => header(&c.set, "x-seen").unwrap().to_string(),
+                HeadersAction::Modify(c) => (
+                    header(&c.set, "x-seen").unwrap().to_string(),
+                    header(&c.set, "x-ended").unwrap().to_string(),
+                ),
                 other => panic!("{other:?}"),
             }
         })
-        .collect()
+        .unzip()
 }
 
 #[test]
 fn request_mode_never_carries_data_between_requests() {
-    assert_eq!(seen_values(Isolation::Request), vec!["0", "0", "0", "0"]);
-    // In pooled mode the same warm instance (and its globals) serves again.
-    assert_eq!(seen_values(Isolation::Pooled), vec!["0", "1", "2", "3"]);
+    let (seen, _) = seen_values(Isolation::Request);
+    assert_eq!(seen, vec!["0", "0", "0", "0"]);
+    // In pooled mode the same warm instance (and its globals) serves again,
+    // and it had `on-request-end` after each earlier request.
+    let (seen, ended) = seen_values(Isolation::Pooled);
+    assert_eq!(seen, vec!["0", "1", "2", "3"]);
+    assert_eq!(ended, vec!["0", "1", "2", "3"]);
+}
+
+#[test]
+fn request_end_stops_only_for_a_plugin_that_keeps_nothing_per_request() {
+    let (engine, _dir) = engine();
+    // `misbehave` clears its request data in `on_request_end`: it keeps getting it.
+    let keeps = engine
+        .load(misbehave("normal", Isolation::Pooled, Limits::default()))
+        .unwrap();
+    // `allowlist` keeps the SDK's default `on_request_end`: the first call says so.
+    let stateless = engine
+        .load(PluginSpec {
+            name: "allowlist".into(),
+            component: component("plugins/allowlist"),
+            config: serde_json::json!({ "header": "x-api-client", "allow": ["sin-portal"] }),
+            capabilities: vec![Capability::Log, Capability::Metrics],
+            isolation: Isolation::Pooled,
+            failure: FailureMode::FailClosed,
+            limits: Limits::default(),
+            durable_kv: false,
+        })
+        .unwrap();
+    for plugin in [&keeps, &stateless] {
+        assert!(plugin.calls_request_end(), "asked until the plugin answers");
+        for _ in 0..3 {
+            let mut call = plugin.check_out(context()).unwrap();
+            call.on_request_headers(&get("/x/fine")).unwrap();
+        }
+    }
+    assert!(keeps.calls_request_end());
+    assert!(!stateless.calls_request_end());
 }
 
 #[test]

@@ -23,6 +23,11 @@ use bindings::exports::chasqui::plugin::handler as wit;
 thread_local! {
     /// The plugin instance that `init` built (one per component instance).
     static INSTANCE: RefCell<Option<Box<dyn Any>>> = const { RefCell::new(None) };
+    /// The header fields of the last head a phase saw, kept so that the next head is parsed
+    /// into the same strings: a reused instance then parses a head without allocating (in
+    /// Wasm, each allocation and free costs about as much as parsing a field). A phase gets
+    /// only the fields of its own head; the vector is never shown to the plugin otherwise.
+    static SPARE_HEADERS: RefCell<Vec<http::Header>> = const { RefCell::new(Vec::new()) };
 }
 
 /// Runs `f` on the configured plugin. A phase before `init` breaks the contract: trap.
@@ -71,9 +76,9 @@ impl<P: Plugin> wit::Guest for Glue<P> {
             path: request.path,
             headers: headers_from_block(&request.headers),
         };
-        headers_action_to_wit(with_plugin(|plugin: &mut P| {
-            plugin.on_request_headers(&request)
-        }))
+        let action = with_plugin(|plugin: &mut P| plugin.on_request_headers(&request));
+        keep_headers(request.headers);
+        headers_action_to_wit(action)
     }
 
     fn on_request_body(chunk: wit::BodyChunk) -> wit::BodyAction {
@@ -89,9 +94,9 @@ impl<P: Plugin> wit::Guest for Glue<P> {
             status: response.status,
             headers: headers_from_block(&response.headers),
         };
-        headers_action_to_wit(with_plugin(|plugin: &mut P| {
-            plugin.on_response_headers(&response)
-        }))
+        let action = with_plugin(|plugin: &mut P| plugin.on_response_headers(&response));
+        keep_headers(response.headers);
+        headers_action_to_wit(action)
     }
 
     fn on_response_body(chunk: wit::BodyChunk) -> wit::BodyAction {
@@ -104,8 +109,10 @@ impl<P: Plugin> wit::Guest for Glue<P> {
         }))
     }
 
-    fn on_request_end() {
-        with_plugin(|plugin: &mut P| plugin.on_request_end());
+    fn on_request_end() -> bool {
+        // `false` (the plugin kept the default, which forgets nothing) lets the host skip
+        // this call from now on.
+        !crate::request_end::is_default(|| with_plugin(|plugin: &mut P| plugin.on_request_end()))
     }
 }
 
@@ -118,17 +125,46 @@ fn phase_to_wit(phase: Phase) -> wit::Phase {
     }
 }
 
-/// The header fields of a field block: `name LF value LF` per field (see the WIT).
+/// The header fields of a field block: `name LF value LF` per field (see the WIT), parsed
+/// into the strings of the previous head where there are some.
 fn headers_from_block(block: &str) -> Vec<http::Header> {
-    let mut lines = block.split_terminator('\n');
-    let mut headers = Vec::with_capacity(block.len() / 24);
-    while let (Some(name), Some(value)) = (lines.next(), lines.next()) {
-        headers.push(http::Header {
-            name: name.to_string(),
-            value: value.to_string(),
-        });
+    let mut headers = SPARE_HEADERS.with(|spare| std::mem::take(&mut *spare.borrow_mut()));
+    let mut used = 0;
+    let mut rest = block;
+    while let Some((name, after_name)) = next_line(rest) {
+        let Some((value, after_value)) = next_line(after_name) else {
+            break;
+        };
+        rest = after_value;
+        match headers.get_mut(used) {
+            Some(header) => {
+                header.name.clear();
+                header.name.push_str(name);
+                header.value.clear();
+                header.value.push_str(value);
+            }
+            None => headers.push(http::Header {
+                name: name.to_string(),
+                value: value.to_string(),
+            }),
+        }
+        used += 1;
     }
+    headers.truncate(used);
     headers
+}
+
+/// The text before the first line feed and the text after it. A plain byte loop: fields are
+/// short, and `str::split_once`'s word-at-a-time search costs more to set up than it saves.
+fn next_line(text: &str) -> Option<(&str, &str)> {
+    let end = text.bytes().position(|b| b == b'\n')?;
+    // A line feed is ASCII, so both sides of it are on character boundaries.
+    Some((text.get(..end)?, text.get(end + 1..)?))
+}
+
+/// Keeps a head's fields for the next [`headers_from_block`].
+fn keep_headers(headers: Vec<http::Header>) {
+    SPARE_HEADERS.with(|spare| *spare.borrow_mut() = headers);
 }
 
 fn headers_to_wit(headers: Vec<http::Header>) -> Vec<wit::Header> {

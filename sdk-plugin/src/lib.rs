@@ -111,7 +111,12 @@ pub trait Plugin: Sized + 'static {
     }
 
     /// Runs after the last phase of each request, however it ended: forget the request here.
-    fn on_request_end(&mut self) {}
+    ///
+    /// A plugin that keeps nothing per request leaves this default, and the gateway then
+    /// stops calling it (one host call less per request).
+    fn on_request_end(&mut self) {
+        request_end::mark_default();
+    }
 }
 
 /// What a plugin says about itself; the gateway reads it when it loads the plugin.
@@ -224,6 +229,85 @@ macro_rules! export_plugin {
             );
         };
     };
+}
+
+/// Whether the last `on_request_end` was the trait's default, which tells the gateway
+/// that the plugin keeps nothing per request.
+pub(crate) mod request_end {
+    use std::cell::Cell;
+
+    thread_local! {
+        static DEFAULT_RAN: Cell<bool> = const { Cell::new(false) };
+    }
+
+    /// Called by the default [`crate::Plugin::on_request_end`].
+    pub(crate) fn mark_default() {
+        DEFAULT_RAN.with(|ran| ran.set(true));
+    }
+
+    /// Runs `end` and says whether it was the default implementation.
+    #[cfg_attr(not(target_arch = "wasm32"), allow(dead_code))]
+    pub(crate) fn is_default(end: impl FnOnce()) -> bool {
+        DEFAULT_RAN.with(|ran| ran.set(false));
+        end();
+        DEFAULT_RAN.with(|ran| ran.get())
+    }
+
+    #[cfg(test)]
+    mod tests {
+        use super::is_default;
+        use crate::{Metadata, Plugin, RequestHead};
+
+        const METADATA: Metadata = Metadata {
+            name: "end",
+            version: "0.0.0",
+            capabilities: &[],
+            phases: &[],
+            config_schema: "{}",
+        };
+
+        /// Keeps nothing per request: the default `on_request_end`.
+        struct Stateless;
+
+        impl Plugin for Stateless {
+            type Config = ();
+            const METADATA: Metadata = METADATA;
+            fn new((): ()) -> Result<Self, String> {
+                Ok(Stateless)
+            }
+        }
+
+        /// Remembers the path of the current request and forgets it at the end.
+        struct Remembers(Option<String>);
+
+        impl Plugin for Remembers {
+            type Config = ();
+            const METADATA: Metadata = METADATA;
+            fn new((): ()) -> Result<Self, String> {
+                Ok(Remembers(None))
+            }
+            fn on_request_headers(&mut self, request: &RequestHead) -> crate::HeadersAction {
+                self.0 = Some(request.path.clone());
+                crate::HeadersAction::Continue
+            }
+            fn on_request_end(&mut self) {
+                self.0 = None;
+            }
+        }
+
+        #[test]
+        fn only_the_default_request_end_counts_as_keeping_nothing() {
+            let mut stateless = Stateless;
+            assert!(is_default(|| stateless.on_request_end()));
+            let mut remembers = Remembers(None);
+            let _ = remembers.on_request_headers(&RequestHead::new("GET", "/x"));
+            assert!(!is_default(|| remembers.on_request_end()));
+            assert_eq!(remembers.0, None);
+            // The flag of an earlier default call does not leak into the next answer.
+            assert!(is_default(|| stateless.on_request_end()));
+            assert!(!is_default(|| remembers.on_request_end()));
+        }
+    }
 }
 
 /// Support for [`export_plugin!`]; not part of the API.

@@ -27,6 +27,7 @@ use host::HostState;
 pub use host::RequestContext as Context;
 pub use host::{PluginShared, RequestContext};
 use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 use wasmtime::component::Linker;
@@ -158,7 +159,7 @@ impl Capability {
     }
 
     /// The capability behind a component import name such as
-    /// `chasqui:plugin/kv@0.2.0`.
+    /// `chasqui:plugin/kv@0.3.0`.
     fn of_import(import: &str) -> Option<Capability> {
         let rest = import.strip_prefix("chasqui:plugin/")?;
         Self::parse(rest.split('@').next()?)
@@ -463,6 +464,11 @@ impl PluginEngine {
             .memory_guard_size(0)
             .signals_based_traps(false)
             .cranelift_opt_level(wasmtime::OptLevel::Speed);
+        if std::env::var_os("CHASQUI_PLUGIN_PERFMAP").is_some() {
+            // For `perf`: names the plugins' compiled functions in
+            // /tmp/perf-<pid>.map (profiling only; it costs at load).
+            config.profiler(wasmtime::ProfilingStrategy::PerfMap);
+        }
         let engine = Engine::new(&config)?;
         let weak = engine.weak();
         std::thread::Builder::new()
@@ -562,6 +568,7 @@ impl PluginEngine {
             metadata: None,
             breaker: Breaker::new(1, Duration::ZERO),
             pool: Mutex::new(Vec::new()),
+            request_end: AtomicBool::new(true),
         };
         // One instance to read the metadata and try the configuration.
         let mut first = loaded
@@ -621,6 +628,7 @@ impl PluginEngine {
             metadata: Some((metadata, config_text)),
             breaker,
             pool: Mutex::new(Vec::new()),
+            request_end: AtomicBool::new(true),
         });
         if loaded.spec.isolation == Isolation::Pooled {
             loaded.check_in(first);
@@ -660,6 +668,9 @@ pub struct LoadedPlugin {
     metadata: Option<(PluginMetadata, String)>,
     breaker: Breaker,
     pool: Mutex<Vec<PluginInstance>>,
+    /// Whether reused instances get `on-request-end`: cleared for good when the plugin
+    /// answers it with `false` (it keeps nothing per request).
+    request_end: AtomicBool,
 }
 
 impl std::fmt::Debug for LoadedPlugin {
@@ -700,6 +711,12 @@ impl LoadedPlugin {
     /// Whether a failure lets the request go on.
     pub fn fails_open(&self) -> bool {
         self.spec.failure == FailureMode::FailOpen
+    }
+
+    /// Whether reused instances still get `on-request-end`: false once the plugin has
+    /// said it keeps nothing per request.
+    pub fn calls_request_end(&self) -> bool {
+        self.request_end.load(Ordering::Relaxed)
     }
 
     /// Whether the plugin's breaker is open.
@@ -858,10 +875,16 @@ impl Checkout {
 impl Drop for Checkout {
     fn drop(&mut self) {
         if let Some(mut instance) = self.instance.take() {
-            if !self.failed && !instance.broken && self.plugin.spec.isolation == Isolation::Pooled {
+            if !self.failed
+                && !instance.broken
+                && self.plugin.spec.isolation == Isolation::Pooled
+                && self.plugin.request_end.load(Ordering::Relaxed)
+            {
                 // The plugin must forget the request; if that fails, drop it.
-                if instance.on_request_end().is_err() {
-                    self.failed = true;
+                match instance.on_request_end() {
+                    Ok(true) => {}
+                    Ok(false) => self.plugin.request_end.store(false, Ordering::Relaxed),
+                    Err(_) => self.failed = true,
                 }
             }
             if self.failed || instance.broken {
@@ -995,8 +1018,8 @@ impl PluginInstance {
         self.check_body_action(action)
     }
 
-    /// Calls `on-request-end`.
-    pub fn on_request_end(&mut self) -> Result<(), PluginError> {
+    /// Calls `on-request-end`: whether the plugin needs it after later requests too.
+    pub fn on_request_end(&mut self) -> Result<bool, PluginError> {
         self.store.set_epoch_deadline(self.limits.cpu_ms.max(1));
         let r = self
             .bindings
