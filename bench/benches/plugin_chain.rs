@@ -154,7 +154,7 @@ fn context() -> CallContext {
 
 /// One request through the chain, as the proxy runs it.
 fn one_request(chain: &Chain, template: &RequestHeader) {
-    let mut run = match PluginRun::start(chain, &context()) {
+    let mut run = match PluginRun::start(chain, &std::sync::Arc::new(context())) {
         Ok(run) => run,
         Err((_, detail)) => panic!("check out: {detail}"),
     };

@@ -758,7 +758,7 @@ impl ProxyHttp for ChasquiProxy {
             None => ctx.table.plugins.chain_for(&service.route_name),
         };
         if let Some(chain) = chain {
-            let context = CallContext {
+            let context = Arc::new(CallContext {
                 request: RequestContext {
                     consumer_entity: Some(consumer.entity_code.clone()),
                     consumer_system: Some(consumer.consumer_code.clone()),
@@ -771,7 +771,7 @@ impl ProxyHttp for ChasquiProxy {
                     .client_addr()
                     .and_then(|a| a.as_inet())
                     .map(|a| a.ip().to_string()),
-            };
+            });
             let mut run = match PluginRun::start(&chain, &context) {
                 Ok(run) => run,
                 Err((problem, detail)) => return self.answer(session, ctx, problem, &detail).await,

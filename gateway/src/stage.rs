@@ -10,6 +10,7 @@ use crate::plugin::{
 use crate::problem::Problem;
 use bytes::Bytes;
 use pingora_http::{RequestHeader, ResponseHeader};
+use std::sync::Arc;
 
 /// Fields the gateway manages itself; plugins' changes to them are ignored.
 const MANAGED: &[&str] = &[
@@ -89,8 +90,11 @@ pub enum Outcome {
 }
 
 impl PluginRun {
-    /// Checks out an instance of every plugin of the chain.
-    pub fn start(chain: &Chain, context: &CallContext) -> Result<PluginRun, (Problem, String)> {
+    /// Checks out an instance of every plugin of the chain; they share `context`.
+    pub fn start(
+        chain: &Chain,
+        context: &Arc<CallContext>,
+    ) -> Result<PluginRun, (Problem, String)> {
         let mut calls = Vec::with_capacity(chain.len());
         for plugin in chain.iter() {
             match plugin.check_out(context.clone()) {

@@ -127,14 +127,15 @@ pub struct HostState {
     shared: Arc<PluginShared>,
     /// Memory and instance limits, applied by the store's limiter.
     pub limits: StoreLimits,
-    context: Option<CallContext>,
+    /// The request being served; shared by every plugin of the chain.
+    context: Option<Arc<CallContext>>,
 }
 
 impl HostState {
     pub(super) fn new(
         shared: Arc<PluginShared>,
         limits: StoreLimits,
-        context: Option<CallContext>,
+        context: Option<Arc<CallContext>>,
     ) -> HostState {
         HostState {
             shared,
@@ -143,7 +144,7 @@ impl HostState {
         }
     }
 
-    pub(super) fn set_context(&mut self, context: Option<CallContext>) {
+    pub(super) fn set_context(&mut self, context: Option<Arc<CallContext>>) {
         self.context = context;
     }
 

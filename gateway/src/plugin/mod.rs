@@ -384,6 +384,12 @@ impl From<RequestContext> for CallContext {
     }
 }
 
+impl From<RequestContext> for Arc<CallContext> {
+    fn from(request: RequestContext) -> Arc<CallContext> {
+        Arc::new(request.into())
+    }
+}
+
 /// Bytes of each linear memory slot kept resident when an instance is
 /// dropped, by default: a Rust guest's 1 MiB shadow stack plus its first
 /// heap pages. `CHASQUI_PLUGIN_KEEP_RESIDENT` (bytes) overrides it, to
@@ -724,7 +730,10 @@ impl LoadedPlugin {
         self.breaker.is_open()
     }
 
-    fn instantiate(&self, context: Option<CallContext>) -> Result<PluginInstance, PluginError> {
+    fn instantiate(
+        &self,
+        context: Option<Arc<CallContext>>,
+    ) -> Result<PluginInstance, PluginError> {
         let limits = StoreLimitsBuilder::new()
             .memory_size(self.spec.limits.memory_bytes)
             .instances(4)
@@ -755,7 +764,7 @@ impl LoadedPlugin {
     /// breaker is open.
     pub fn check_out(
         self: &Arc<Self>,
-        context: impl Into<CallContext>,
+        context: impl Into<Arc<CallContext>>,
     ) -> Result<Checkout, PluginError> {
         let context = context.into();
         let permit = self.breaker.permit();
