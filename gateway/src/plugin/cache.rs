@@ -43,19 +43,21 @@ pub fn load(engine: &Engine, bytes: &[u8], dir: &Path) -> anyhow::Result<(Compon
         }
     }
     let component = Component::new(engine, bytes)?;
-    if let Err(e) = store(engine, bytes, dir, &path) {
+    if let Err(e) = store(&component, dir, &path) {
         tracing::warn!(error = %e, "could not cache the compiled plugin");
     }
     Ok((component, false))
 }
 
-fn store(engine: &Engine, bytes: &[u8], dir: &Path, path: &Path) -> anyhow::Result<()> {
+/// Writes the artifact of a component just compiled: its own serialisation, so that a cache
+/// miss compiles once (`Engine::precompile_component` would compile a second time).
+fn store(component: &Component, dir: &Path, path: &Path) -> anyhow::Result<()> {
     use std::os::unix::fs::DirBuilderExt;
     std::fs::DirBuilder::new()
         .recursive(true)
         .mode(0o700)
         .create(dir)?;
-    let artifact = engine.precompile_component(bytes)?;
+    let artifact = component.serialize()?;
     let tmp = path.with_extension(format!("tmp{}", std::process::id()));
     std::fs::write(&tmp, artifact)?;
     std::fs::rename(&tmp, path)?;
