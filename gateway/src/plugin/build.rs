@@ -20,9 +20,10 @@ const DEBIAN_PACKAGES: &[&str] = &["rustc-web", "cargo-web", "rust-web-src", "ll
 /// Release settings for plugins: optimised for speed, without unwinding, with the
 /// function names kept. Speed, not size: a plugin runs on every request, and at `opt-level
 /// = "s"` a pooled call of the example plugin executed 39,000 instructions against 26,500
-/// at 3 (`bench/examples/plugin_call_count.rs` under callgrind); the component grows from
-/// tens to about 160 KiB, compiled once per content hash. The names section makes a trap's
-/// backtrace and a profile (`CHASQUI_PLUGIN_PERFMAP`) name the plugin's functions.
+/// at 3 (`bench/examples/plugin_call_count.rs` under callgrind). Components grow (the
+/// example to about 160 KiB, the AGETIC plugins to 380-500 KiB), which costs only at the
+/// compile once per content hash. The names section makes a trap's backtrace and a profile
+/// (`CHASQUI_PLUGIN_PERFMAP`) name the plugin's functions.
 const PROFILE: &[(&str, &str)] = &[
     ("CARGO_PROFILE_RELEASE_OPT_LEVEL", "3"),
     ("CARGO_PROFILE_RELEASE_LTO", "true"),
