@@ -8,6 +8,7 @@
 //! store per request: it loads a [`Snapshot`] and watches [`Store::change_seq`]
 //! to know when to load a new one, and looks tokens up through a cache.
 
+pub mod appender;
 pub mod contracts;
 pub mod deferred;
 pub mod directory;

@@ -2,7 +2,7 @@
 //! plane served, written in batches by the gateway off the request path,
 //! listed by operators and deleted after the retention period.
 
-use crate::store::{Backend, Result, Store};
+use crate::store::{Backend, Result, Store, StoreError};
 use serde::Serialize;
 use sqlx::Row;
 
@@ -64,6 +64,8 @@ const COLUMNS: &str = "request_id, trace_id, consumer_entity, consumer_system, s
 
 /// Columns bound per record in [`Store::insert_operational_records`].
 const BOUND_COLUMNS: usize = 17;
+/// Records stored in one transaction at most by [`Store::store_operational_records`].
+pub const RECORDS_PER_TRANSACTION: usize = 500;
 /// Records per INSERT statement: 17 x 50 = 850 parameters, far below both
 /// SQLite's (32,766) and PostgreSQL's (65,535) limits.
 const ROWS_PER_INSERT: usize = 50;
@@ -153,7 +155,88 @@ fn record_from_row(r: &sqlx::any::AnyRow) -> Result<OperationalRecord> {
     })
 }
 
+/// The single-row INSERT of the append connection (`?N` placeholders are
+/// resolved once, when the statement is prepared and cached).
+fn append_sql() -> String {
+    let placeholders: Vec<String> = (1..=BOUND_COLUMNS).map(|i| format!("?{i}")).collect();
+    format!(
+        "INSERT INTO operational_records ({COLUMNS}) VALUES ({})",
+        placeholders.join(", ")
+    )
+}
+
+/// Inserts `records` one prepared row at a time, in the caller's transaction.
+fn append_records(
+    tx: &rusqlite::Transaction<'_>,
+    records: &[OperationalRecord],
+) -> rusqlite::Result<()> {
+    static SQL: std::sync::OnceLock<String> = std::sync::OnceLock::new();
+    let mut insert = tx.prepare_cached(SQL.get_or_init(append_sql))?;
+    for r in records {
+        insert.execute(rusqlite::params![
+            r.request_id,
+            r.trace_id,
+            r.consumer_entity,
+            r.consumer_system,
+            r.service,
+            r.route,
+            r.environment,
+            r.method,
+            i64::from(r.status),
+            to_i64(r.request_bytes),
+            to_i64(r.response_bytes),
+            r.received_at_us,
+            r.sent_upstream_at_us,
+            r.upstream_answered_at_us,
+            r.answered_at_us,
+            r.plugin_outcome,
+            r.error_type,
+        ])?;
+    }
+    Ok(())
+}
+
 impl Store {
+    /// Stores records, [`RECORDS_PER_TRANSACTION`] per transaction, and
+    /// hands the buffer back (for reuse; its records are kept, for the usage
+    /// aggregates). On a SQLite file they go through the append connection
+    /// ([`crate::appender`]) on the blocking pool, which is why it takes the
+    /// records by value; elsewhere through [`Store::insert_operational_records`].
+    /// A failed transaction loses its records only; the error is the first.
+    pub async fn store_operational_records(
+        &self,
+        records: Vec<OperationalRecord>,
+    ) -> (Vec<OperationalRecord>, Result<()>) {
+        let Some(appender) = self.appender() else {
+            let mut outcome = Ok(());
+            for batch in records.chunks(RECORDS_PER_TRANSACTION) {
+                let stored = self.insert_operational_records(batch).await;
+                outcome = outcome.and(stored);
+            }
+            return (records, outcome);
+        };
+        if records.is_empty() {
+            return (records, Ok(()));
+        }
+        let (give_back, given) = tokio::sync::oneshot::channel();
+        let stored = appender
+            .run(move |appender| {
+                let mut outcome = Ok(());
+                for batch in records.chunks(RECORDS_PER_TRANSACTION) {
+                    let stored = appender.write_now(|tx| append_records(tx, batch));
+                    outcome = outcome.and(stored);
+                }
+                let _ = give_back.send(records);
+                outcome
+            })
+            .await;
+        let outcome = match stored {
+            Ok(outcome) => outcome.map_err(StoreError::from),
+            Err(e) => Err(StoreError::from(e)),
+        };
+        (given.await.unwrap_or_default(), outcome)
+    }
+
     /// Inserts a batch of records in one transaction, [`ROWS_PER_INSERT`]
     /// rows per statement: each statement is a round trip to the
     /// database's worker (SQLite) or server (PostgreSQL), and one per row

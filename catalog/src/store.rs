@@ -8,6 +8,7 @@ use sqlx::sqlite::{SqliteConnectOptions, SqliteJournalMode, SqlitePoolOptions, S
 use sqlx::{AnyPool, Executor, Row, SqlitePool};
 use std::path::Path;
 use std::str::FromStr;
+use std::sync::Arc;
 use std::time::Duration;
 
 /// Errors of the catalog store.
@@ -19,6 +20,9 @@ pub enum StoreError {
     /// A migration could not be applied.
     #[error("migration failed: {0}")]
     Migrate(#[from] sqlx::migrate::MigrateError),
+    /// The append connection failed a write ([`crate::appender`]).
+    #[error("append failed: {0}")]
+    Append(#[from] crate::appender::AppendError),
     /// Something named does not exist.
     #[error("not found: {0}")]
     NotFound(String),
@@ -51,6 +55,8 @@ pub struct Store {
     /// A typed pool on the same SQLite file, for the parts that stay
     /// SQLite-only (the audit ledger); None on PostgreSQL and in memory.
     sqlite: Option<SqlitePool>,
+    /// The append connection of a SQLite file store (records, ledger).
+    appender: Option<Arc<crate::appender::Appender>>,
     /// The PostgreSQL URL, kept to open the LISTEN connection.
     pg_url: Option<String>,
 }
@@ -146,10 +152,12 @@ impl Store {
         let pool = any_pool_options(Backend::Sqlite, 4)
             .connect_with(options)
             .await?;
+        let appender = crate::appender::Appender::open(path)?;
         Ok(Store {
             pool,
             backend: Backend::Sqlite,
             sqlite: Some(sqlite),
+            appender: Some(appender),
             pg_url: None,
         })
     }
@@ -169,6 +177,7 @@ impl Store {
                 pool,
                 backend: Backend::Postgres,
                 sqlite: None,
+                appender: None,
                 pg_url: Some(url.to_string()),
             });
         }
@@ -191,6 +200,7 @@ impl Store {
             pool,
             backend: Backend::Sqlite,
             sqlite: None,
+            appender: None,
             pg_url: None,
         })
     }
@@ -215,6 +225,12 @@ impl Store {
     /// only), for what stays SQLite-specific such as the audit ledger.
     pub fn sqlite_pool(&self) -> Option<&SqlitePool> {
         self.sqlite.as_ref()
+    }
+
+    /// The append connection of a SQLite file store ([`crate::appender`]);
+    /// None on PostgreSQL and in memory.
+    pub fn appender(&self) -> Option<&Arc<crate::appender::Appender>> {
+        self.appender.as_ref()
     }
 
     /// Closes the pools, waiting for connections to finish.

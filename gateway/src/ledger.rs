@@ -33,6 +33,7 @@
 //! does not match.
 
 pub use crate::hex;
+use chasqui_catalog::appender::{AppendError, Appender};
 use ring::rand::SystemRandom;
 use ring::signature::{Ed25519KeyPair, KeyPair, UnparsedPublicKey, ED25519};
 use sha2::{Digest, Sha256};
@@ -101,6 +102,9 @@ pub enum LedgerError {
     /// The store failed.
     #[error("ledger storage failed: {0}")]
     Store(#[from] sqlx::Error),
+    /// The append connection failed.
+    #[error("ledger storage failed: {0}")]
+    Append(#[from] AppendError),
     /// The node key could not be read or made.
     #[error("ledger key: {0}")]
     Key(String),
@@ -133,6 +137,9 @@ pub struct Ledger {
     /// Serialises flushes so batches are written in order.
     flushing: tokio::sync::Mutex<()>,
     pool: SqlitePool,
+    /// The append connection of the ledger's file, when it has one: entries
+    /// are written through it rather than through `pool`.
+    appender: Option<Arc<Appender>>,
     key: Ed25519KeyPair,
     public_hex: String,
 }
@@ -208,6 +215,16 @@ impl Ledger {
     /// Opens the ledger in the store, continuing its chain, with the node
     /// key at `key_path`.
     pub async fn open(pool: SqlitePool, key_path: &Path) -> Result<Arc<Ledger>, LedgerError> {
+        Self::open_appending(pool, None, key_path).await
+    }
+
+    /// [`Ledger::open`], writing entries through `appender` (an append
+    /// connection to the same file as `pool`) when there is one.
+    pub async fn open_appending(
+        pool: SqlitePool,
+        appender: Option<Arc<Appender>>,
+        key_path: &Path,
+    ) -> Result<Arc<Ledger>, LedgerError> {
         let key = node_key(key_path)?;
         let last =
             sqlx::query("SELECT position, hash FROM ledger_entries ORDER BY position DESC LIMIT 1")
@@ -240,6 +257,7 @@ impl Ledger {
             }),
             flushing: tokio::sync::Mutex::new(()),
             pool,
+            appender,
             key,
             public_hex,
         }))
@@ -443,7 +461,8 @@ impl Ledger {
         if batch.is_empty() && checkpoint.is_none() {
             return Ok(0);
         }
-        match self.write(&batch, checkpoint).await {
+        let (batch, written) = self.write(batch, checkpoint).await;
+        match written {
             Ok(()) => {
                 if checkpoint.is_some() {
                     let mut chain = self.chain.lock().unwrap_or_else(|p| p.into_inner());
@@ -481,10 +500,44 @@ impl Ledger {
         self.flush().await.map(|_| ())
     }
 
+    /// Writes `batch` (and the checkpoint, signed here) in one transaction;
+    /// hands the batch back, written or not (a failed one is queued again).
     async fn write(
         &self,
-        batch: &[Pending],
+        batch: Vec<Pending>,
         checkpoint: Option<(u64, [u8; 32])>,
+    ) -> (Vec<Pending>, Result<(), LedgerError>) {
+        let checkpoint = checkpoint.map(|(position, hash)| CheckpointRow {
+            position,
+            hash: hex(&hash),
+            at_ms: now_ms(),
+            public_key: self.public_hex.clone(),
+            signature: hex(self.key.sign(&checkpoint_message(position, &hash)).as_ref()),
+        });
+        let Some(appender) = &self.appender else {
+            let written = self.write_pooled(&batch, checkpoint.as_ref()).await;
+            return (batch, written);
+        };
+        let (give_back, given) = oneshot::channel();
+        let written = appender
+            .write(move |tx| {
+                let written = append_entries(tx, &batch, checkpoint.as_ref());
+                let _ = give_back.send(batch);
+                written
+            })
+            .await;
+        (
+            given.await.unwrap_or_default(),
+            written.map_err(LedgerError::from),
+        )
+    }
+
+    /// [`Ledger::write`] through the sqlx pool (a ledger without an append
+    /// connection: opened with [`Ledger::open`]).
+    async fn write_pooled(
+        &self,
+        batch: &[Pending],
+        checkpoint: Option<&CheckpointRow>,
     ) -> Result<(), LedgerError> {
         if checkpoint.is_none() && batch.len() <= ROWS_PER_INSERT {
             // One statement is its own transaction: one round trip to the
@@ -504,19 +557,15 @@ impl Ledger {
             let sql = entries_insert(rows.len());
             bind_entries(&sql, rows).execute(&mut *tx).await?;
         }
-        if let Some((position, hash)) = checkpoint {
-            let signature = self.key.sign(&checkpoint_message(position, &hash));
-            sqlx::query(
-                "INSERT INTO ledger_checkpoints (position, hash, at_ms, public_key, signature) VALUES (?, ?, ?, ?, ?)
-                 ON CONFLICT (position) DO NOTHING",
-            )
-            .bind(position as i64)
-            .bind(hex(&hash))
-            .bind(now_ms())
-            .bind(&self.public_hex)
-            .bind(hex(signature.as_ref()))
-            .execute(&mut *tx)
-            .await?;
+        if let Some(c) = checkpoint {
+            sqlx::query(CHECKPOINT_INSERT)
+                .bind(c.position as i64)
+                .bind(&c.hash)
+                .bind(c.at_ms)
+                .bind(&c.public_key)
+                .bind(&c.signature)
+                .execute(&mut *tx)
+                .await?;
         }
         tx.commit().await?;
         Ok(())
@@ -574,6 +623,67 @@ fn bind_entries<'q>(
             .bind(hex(&e.hash));
     }
     query
+}
+
+/// A signed checkpoint, as stored.
+struct CheckpointRow {
+    position: u64,
+    hash: String,
+    at_ms: i64,
+    public_key: String,
+    signature: String,
+}
+
+const CHECKPOINT_INSERT: &str =
+    "INSERT INTO ledger_checkpoints (position, hash, at_ms, public_key, signature) \
+     VALUES (?1, ?2, ?3, ?4, ?5) ON CONFLICT (position) DO NOTHING";
+
+/// Lowercase hex of a SHA-256 into `out`, without allocating.
+fn hex_into<'a>(bytes: &[u8; 32], out: &'a mut [u8; 64]) -> &'a str {
+    const DIGITS: &[u8; 16] = b"0123456789abcdef";
+    for (i, b) in bytes.iter().enumerate() {
+        out[2 * i] = DIGITS[usize::from(b >> 4)];
+        out[2 * i + 1] = DIGITS[usize::from(b & 0xf)];
+    }
+    // Only ASCII digits were written.
+    std::str::from_utf8(out).unwrap_or_default()
+}
+
+/// Inserts `batch` one prepared row at a time, and the checkpoint, in the
+/// append connection's transaction.
+fn append_entries(
+    tx: &rusqlite::Transaction<'_>,
+    batch: &[Pending],
+    checkpoint: Option<&CheckpointRow>,
+) -> rusqlite::Result<()> {
+    let mut insert = tx.prepare_cached(
+        "INSERT INTO ledger_entries (position, at_ms, kind, actor, request_id, payload, prev_hash, hash) \
+         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8)",
+    )?;
+    let (mut prev_hex, mut hash_hex) = ([0u8; 64], [0u8; 64]);
+    for e in batch {
+        insert.execute(rusqlite::params![
+            e.position as i64,
+            e.at_ms,
+            &*e.kind,
+            &*e.actor,
+            e.request_id,
+            e.payload,
+            hex_into(&e.prev_hash, &mut prev_hex),
+            hex_into(&e.hash, &mut hash_hex),
+        ])?;
+    }
+    if let Some(c) = checkpoint {
+        tx.prepare_cached(CHECKPOINT_INSERT)?
+            .execute(rusqlite::params![
+                c.position as i64,
+                c.hash,
+                c.at_ms,
+                c.public_key,
+                c.signature,
+            ])?;
+    }
+    Ok(())
 }
 
 /// The kind of the entry of an exchange of the data plane.

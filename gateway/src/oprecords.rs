@@ -32,7 +32,7 @@ use tokio::sync::{mpsc, oneshot, Notify};
 /// How often the writer stores what is queued.
 pub const FLUSH_EVERY: Duration = Duration::from_millis(200);
 /// Records stored in one transaction at most; this many queued are stored at once.
-pub const BATCH: usize = 500;
+pub const BATCH: usize = chasqui_catalog::oprecords::RECORDS_PER_TRANSACTION;
 /// Records queued for the writer at most; beyond, records are dropped.
 const QUEUE: usize = 50_000;
 /// How often the retention task runs.
@@ -145,20 +145,24 @@ impl Recorder {
     }
 }
 
-/// Stores records [`BATCH`] per transaction and adds them to the hourly
-/// usage aggregates, logging a failure (that part is then lost).
-async fn store_records(store: &Store, records: &[OperationalRecord]) {
+/// Stores records (in transactions of at most [`BATCH`]) and adds them to
+/// the hourly usage aggregates, logging a failure (that part is then lost);
+/// hands the buffer back for reuse.
+async fn store_records(store: &Store, records: Vec<OperationalRecord>) -> Vec<OperationalRecord> {
+    let lost = records.len();
+    let (records, stored) = store.store_operational_records(records).await;
+    if let Err(e) = stored {
+        tracing::error!(error = %e, at_most = lost, "could not store operational records");
+    }
     for batch in records.chunks(BATCH) {
-        if let Err(e) = store.insert_operational_records(batch).await {
-            tracing::error!(error = %e, lost = batch.len(), "could not store operational records");
-        }
-        // A second transaction (the records' insert commits its own): a
-        // crash between the two loses this batch's aggregates only.
+        // Their own transactions (the records' inserts commit theirs): a
+        // crash between the two loses these aggregates only.
         let usage = chasqui_catalog::usage::aggregate(batch);
         if let Err(e) = store.add_usage(&usage).await {
             tracing::error!(error = %e, lost = batch.len(), "could not add to the usage aggregates");
         }
     }
+    records
 }
 
 /// Stores the queue every [`FLUSH_EVERY`], when [`BATCH`] records wait, and
@@ -185,7 +189,7 @@ async fn writer(
         // Not held across the write: dropping the last handle ends the
         // writer after this round.
         drop(live);
-        store_records(&store, &records).await;
+        let records = store_records(&store, records).await;
         if let Some(live) = recorder.upgrade() {
             live.give_back(records);
         }

@@ -156,8 +156,9 @@ impl Gateway {
         let telemetry = crate::telemetry::Telemetry::start(obs.otlp_endpoint.as_deref())?;
         let data_dir = plugin_cache.parent().unwrap_or(Path::new("."));
         let ledger_pool = open_ledger_pool(&store, data_dir).await?;
-        let ledger = Ledger::open(
+        let ledger = Ledger::open_appending(
             ledger_pool.clone(),
+            ledger_appender(&store, data_dir)?,
             &plugin_cache.with_file_name("ledger-ed25519.pk8"),
         )
         .await?;
@@ -430,6 +431,22 @@ pub async fn open_ledger_pool(store: &Store, data_dir: &Path) -> anyhow::Result<
     chasqui_catalog::store::open_sqlite_pool(&path)
         .await
         .map_err(|e| anyhow::anyhow!("opening the ledger database {}: {e}", path.display()))
+}
+
+/// The append connection of the ledger's file ([`open_ledger_pool`]): the
+/// catalog's own when the catalog is that file, else one to
+/// `<data_dir>/ledger.db` (opened, and so migrated, before this).
+pub fn ledger_appender(
+    store: &Store,
+    data_dir: &Path,
+) -> anyhow::Result<Option<Arc<chasqui_catalog::appender::Appender>>> {
+    if store.sqlite_pool().is_some() {
+        return Ok(store.appender().cloned());
+    }
+    let path = data_dir.join("ledger.db");
+    let appender = chasqui_catalog::appender::Appender::open(&path)
+        .map_err(|e| anyhow::anyhow!("opening the ledger database {}: {e}", path.display()))?;
+    Ok(Some(appender))
 }
 
 /// Loads a policy's plugins, creating the shared engine the first time one
