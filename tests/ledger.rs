@@ -37,9 +37,15 @@ async fn the_chain_verifies_and_every_tampering_is_named() {
     let dir = tempfile::tempdir().unwrap();
     let store = store(dir.path()).await;
     let key = dir.path().join("ledger-ed25519.pk8");
-    let ledger = Ledger::open(store.sqlite_pool().unwrap().clone(), &key)
-        .await
-        .unwrap();
+    // Written as the gateway writes it, through the file's append connection
+    // (the other tests here write through the sqlx pool).
+    let ledger = Ledger::open_appending(
+        store.sqlite_pool().unwrap().clone(),
+        store.appender().cloned(),
+        &key,
+    )
+    .await
+    .unwrap();
     let mut receipts = Vec::new();
     for i in 0..12 {
         let payload = format!(

@@ -381,30 +381,62 @@ mod tests {
         async fn a_batch_larger_than_one_statement_is_stored_whole(store: Store) {
             // Two full statements and a partial one, with every optional
             // column both set and unset, in order.
-            let batch: Vec<OperationalRecord> = (0..2 * ROWS_PER_INSERT + 7)
-                .map(|i| {
-                    let mut r = record(&format!("r{i}"), "a/v1", "c", 1_000 + i as i64);
-                    if i % 2 == 0 {
-                        r.trace_id = Some(format!("{i:032x}"));
-                    } else {
-                        r.sent_upstream_at_us = None;
-                        r.upstream_answered_at_us = None;
-                        r.status = 502;
-                        r.error_type = "upstream-refused".into();
-                    }
-                    r
-                })
-                .collect();
+            let batch = mixed_batch(2 * ROWS_PER_INSERT + 7);
             store.insert_operational_records(&batch).await.unwrap();
-            let mut all = store
-                .list_operational_records(&RecordFilter {
-                    limit: 1000,
-                    ..Default::default()
-                })
-                .await
-                .unwrap();
-            all.reverse();
-            assert_eq!(all, batch);
+            assert_eq!(listed(&store).await, batch);
         }
+    }
+
+    /// Records with every optional column both set and unset.
+    fn mixed_batch(n: usize) -> Vec<OperationalRecord> {
+        (0..n)
+            .map(|i| {
+                let mut r = record(&format!("r{i}"), "a/v1", "c", 1_000 + i as i64);
+                if i % 2 == 0 {
+                    r.trace_id = Some(format!("{i:032x}"));
+                } else {
+                    r.sent_upstream_at_us = None;
+                    r.upstream_answered_at_us = None;
+                    r.status = 502;
+                    r.error_type = "upstream-refused".into();
+                }
+                r
+            })
+            .collect()
+    }
+
+    async fn listed(store: &Store) -> Vec<OperationalRecord> {
+        let mut all = store
+            .list_operational_records(&RecordFilter {
+                limit: 10_000,
+                ..Default::default()
+            })
+            .await
+            .unwrap();
+        all.reverse();
+        all
+    }
+
+    #[tokio::test]
+    async fn a_file_store_appends_through_its_own_connection_in_bounded_transactions() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = Store::open_sqlite(&dir.path().join("c.db")).await.unwrap();
+        assert!(
+            store.appender().is_some(),
+            "a file store has an append connection"
+        );
+        let batch = mixed_batch(2 * RECORDS_PER_TRANSACTION + 3);
+        let (given_back, stored) = store.store_operational_records(batch.clone()).await;
+        stored.unwrap();
+        // The buffer comes back with its records (the usage aggregates read them).
+        assert_eq!(given_back, batch);
+        // What the append connection committed, the store's pools read back whole.
+        assert_eq!(listed(&store).await, batch);
+        // An in-memory store has none and stores through its pool.
+        let memory = Store::open("sqlite::memory:").await.unwrap();
+        assert!(memory.appender().is_none());
+        let (_, stored) = memory.store_operational_records(batch.clone()).await;
+        stored.unwrap();
+        assert_eq!(listed(&memory).await, batch);
     }
 }
