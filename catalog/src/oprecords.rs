@@ -425,7 +425,9 @@ mod tests {
             store.appender().is_some(),
             "a file store has an append connection"
         );
-        let batch = mixed_batch(2 * RECORDS_PER_TRANSACTION + 3);
+        // Two transactions (a full one and a partial one); under the
+        // listing's cap of 1,000 rows, so that all can be read back.
+        let batch = mixed_batch(RECORDS_PER_TRANSACTION + 3);
         let (given_back, stored) = store.store_operational_records(batch.clone()).await;
         stored.unwrap();
         // The buffer comes back with its records (the usage aggregates read them).
