@@ -32,7 +32,7 @@
 //! altered, removed or moved, and any checkpoint whose signature or hash
 //! does not match.
 
-pub use crate::hex;
+pub use crate::{hex, hex_into};
 use chasqui_catalog::appender::{AppendError, Appender};
 use ring::rand::SystemRandom;
 use ring::signature::{Ed25519KeyPair, KeyPair, UnparsedPublicKey, ED25519};
@@ -637,17 +637,6 @@ struct CheckpointRow {
 const CHECKPOINT_INSERT: &str =
     "INSERT INTO ledger_checkpoints (position, hash, at_ms, public_key, signature) \
      VALUES (?1, ?2, ?3, ?4, ?5) ON CONFLICT (position) DO NOTHING";
-
-/// Lowercase hex of a SHA-256 into `out`, without allocating.
-fn hex_into<'a>(bytes: &[u8; 32], out: &'a mut [u8; 64]) -> &'a str {
-    const DIGITS: &[u8; 16] = b"0123456789abcdef";
-    for (i, b) in bytes.iter().enumerate() {
-        out[2 * i] = DIGITS[usize::from(b >> 4)];
-        out[2 * i + 1] = DIGITS[usize::from(b & 0xf)];
-    }
-    // Only ASCII digits were written.
-    std::str::from_utf8(out).unwrap_or_default()
-}
 
 /// Inserts `batch` one prepared row at a time, and the checkpoint, in the
 /// append connection's transaction.
