@@ -441,4 +441,67 @@ mod tests {
         stored.unwrap();
         assert_eq!(listed(&memory).await, batch);
     }
+
+    #[tokio::test]
+    async fn records_stored_before_migration_14_survive_it_and_ids_go_on() {
+        // A file at migration 13 (operational_records with AUTOINCREMENT) that
+        // holds records, then opened by this version: the table is rebuilt.
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("old.db");
+        let batch = mixed_batch(7);
+        {
+            let pool = sqlx::sqlite::SqlitePoolOptions::new()
+                .max_connections(1)
+                .connect_with(
+                    sqlx::sqlite::SqliteConnectOptions::new()
+                        .filename(&path)
+                        .create_if_missing(true),
+                )
+                .await
+                .unwrap();
+            let mut before = sqlx::migrate!("./migrations/sqlite");
+            before.migrations = before
+                .migrations
+                .iter()
+                .filter(|m| m.version <= 13)
+                .cloned()
+                .collect::<Vec<_>>()
+                .into();
+            before.run(&pool).await.unwrap();
+            let sql = multi_row_insert(Backend::Sqlite, batch.len());
+            bind_records!(sqlx::query(&sql), &batch)
+                .execute(&pool)
+                .await
+                .unwrap();
+            pool.close().await;
+        }
+        let store = Store::open_sqlite(&path).await.unwrap();
+        assert_eq!(listed(&store).await, batch);
+        let pool = store.sqlite_pool().unwrap();
+        let (table,): (String,) =
+            sqlx::query_as("SELECT sql FROM sqlite_master WHERE name = 'operational_records'")
+                .fetch_one(pool)
+                .await
+                .unwrap();
+        assert!(!table.contains("AUTOINCREMENT"), "{table}");
+        let (index,): (i64,) = sqlx::query_as(
+            "SELECT count(*) FROM sqlite_master WHERE name = 'operational_records_by_time'",
+        )
+        .fetch_one(pool)
+        .await
+        .unwrap();
+        assert_eq!(index, 1);
+        // New records take the ids after the old ones.
+        let (given_back, stored) = store.store_operational_records(mixed_batch(2)).await;
+        stored.unwrap();
+        assert_eq!(given_back.len(), 2);
+        let ids: Vec<(i64,)> = sqlx::query_as("SELECT id FROM operational_records ORDER BY id")
+            .fetch_all(pool)
+            .await
+            .unwrap();
+        assert_eq!(
+            ids.into_iter().map(|(id,)| id).collect::<Vec<_>>(),
+            (1..=9).collect::<Vec<_>>()
+        );
+    }
 }
