@@ -295,8 +295,15 @@ async fn the_watched_policy_file_applies_itself_and_a_broken_one_is_refused() {
         .await,
         "the changed file was not applied"
     );
+    // A policy is put in force first and recorded as a version right after
+    // (the store's write can wait behind another writer of the file).
+    let recorded = eventually(Duration::from_secs(5), || async {
+        let (_, list) = admin(&gw, reqwest::Method::GET, "/policies", None).await;
+        list["items"][0]["source"] == "file"
+    })
+    .await;
+    assert!(recorded, "the changed file was not recorded as a version");
     let (_, list) = admin(&gw, reqwest::Method::GET, "/policies", None).await;
-    assert_eq!(list["items"][0]["source"], "file");
     assert_eq!(list["items"][0]["comment"], "the policy file changed");
 
     write("version: 1\nlimits:\n  max_request_body_bytes: -5\n");
@@ -322,8 +329,15 @@ async fn the_watched_policy_file_applies_itself_and_a_broken_one_is_refused() {
         .await,
         "the fixed file was not applied"
     );
+    // In force first, recorded (and the error cleared) right after.
+    let cleared = eventually(Duration::from_secs(5), || async {
+        let (_, current) = admin(&gw, reqwest::Method::GET, "/policies/current", None).await;
+        current["last_error"].is_null()
+    })
+    .await;
     let (_, current) = admin(&gw, reqwest::Method::GET, "/policies/current", None).await;
-    assert!(current["last_error"].is_null(), "{current}");
+    assert!(cleared, "{current}");
+    assert_eq!(current["version"]["body"], TEST_POLICY, "{current}");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
