@@ -90,7 +90,6 @@ struct CacheFill {
     headers: Vec<(http::HeaderName, http::HeaderValue)>,
     body: bytes::BytesMut,
     max: usize,
-    complete: bool,
 }
 
 /// Per-request state.
@@ -1073,7 +1072,6 @@ impl ProxyHttp for ChasquiProxy {
                         .collect(),
                     body: bytes::BytesMut::new(),
                     max: cache.max_entry_bytes,
-                    complete: false,
                 });
             }
             response.insert_header("x-cache", "miss")?;
@@ -1119,8 +1117,24 @@ impl ProxyHttp for ChasquiProxy {
                 }
                 fill.body.extend_from_slice(chunk);
             }
-            if end_of_stream {
-                fill.complete = true;
+        }
+        if end_of_stream {
+            // Stored before the last chunk is written: a client that repeats
+            // the call as soon as it has the answer finds it (filling it
+            // after the answer, in `logging`, raced such a client).
+            if let (Some(key), Some(fill)) = (ctx.cache_key.take(), ctx.cache_fill.take()) {
+                let ttl = ctx.svc.as_ref().map_or(0, |s| s.settings.cache.ttl_ms);
+                // A fill still here at the end holds the whole body (one
+                // over its bound was dropped on the way).
+                if ttl > 0 {
+                    ctx.table.cache.put(
+                        key,
+                        fill.status,
+                        fill.headers,
+                        fill.body.freeze(),
+                        Duration::from_millis(ttl),
+                    );
+                }
             }
         }
         Ok(None)
@@ -1287,21 +1301,6 @@ impl ProxyHttp for ChasquiProxy {
     }
 
     async fn logging(&self, session: &mut Session, e: Option<&Error>, ctx: &mut RequestCtx) {
-        if let (Some(key), Some(fill)) = (ctx.cache_key.take(), ctx.cache_fill.take()) {
-            let ttl = ctx.svc.as_ref().map_or(0, |s| s.settings.cache.ttl_ms);
-            if fill.complete && e.is_none() && ttl > 0 {
-                ctx.table
-                    .cache
-                    .put(
-                        key,
-                        fill.status,
-                        fill.headers,
-                        fill.body.freeze(),
-                        Duration::from_millis(ttl),
-                    )
-                    .await;
-            }
-        }
         self.gw.metrics.record(
             ctx.routed
                 .as_ref()

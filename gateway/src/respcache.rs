@@ -60,7 +60,10 @@ impl CachedResponse {
 
 /// The cache of one policy.
 pub struct ResponseCache {
-    cache: moka::future::Cache<String, Arc<CachedResponse>>,
+    /// Synchronous (moka's `sync` cache): an answer is stored in the body
+    /// filter as its last chunk goes out, so that a client repeating the call
+    /// at once finds it; that filter cannot await.
+    cache: moka::sync::Cache<String, Arc<CachedResponse>>,
     max_bytes: u64,
 }
 
@@ -76,7 +79,7 @@ impl ResponseCache {
     /// A cache holding at most `max_bytes`.
     pub fn new(max_bytes: u64) -> ResponseCache {
         ResponseCache {
-            cache: moka::future::Cache::builder()
+            cache: moka::sync::Cache::builder()
                 .max_capacity(max_bytes)
                 .weigher(|_k: &String, v: &Arc<CachedResponse>| v.weight())
                 .build(),
@@ -90,18 +93,18 @@ impl ResponseCache {
     }
 
     /// A fresh answer for `key`, if there is one.
-    pub async fn get(&self, key: &str) -> Option<Arc<CachedResponse>> {
-        let found = self.cache.get(key).await?;
+    pub fn get(&self, key: &str) -> Option<Arc<CachedResponse>> {
+        let found = self.cache.get(key)?;
         if found.fresh() {
             Some(found)
         } else {
-            self.cache.invalidate(key).await;
+            self.cache.invalidate(key);
             None
         }
     }
 
     /// Stores an answer for `ttl`.
-    pub async fn put(
+    pub fn put(
         &self,
         key: String,
         status: u16,
@@ -119,15 +122,15 @@ impl ResponseCache {
         if u64::from(entry.weight()) > self.max_bytes {
             return;
         }
-        self.cache.insert(key, entry).await;
+        self.cache.insert(key, entry);
         // Apply the bound now rather than at some later maintenance: only
         // misses insert, so this is off the hit path.
-        self.cache.run_pending_tasks().await;
+        self.cache.run_pending_tasks();
     }
 
     /// Bytes held now (after pending maintenance).
-    pub async fn weighted_size(&self) -> u64 {
-        self.cache.run_pending_tasks().await;
+    pub fn weighted_size(&self) -> u64 {
+        self.cache.run_pending_tasks();
         self.cache.weighted_size()
     }
 }
@@ -219,30 +222,26 @@ mod tests {
     #[tokio::test]
     async fn entries_expire_and_the_bound_holds() {
         let cache = ResponseCache::new(10_000);
-        cache
-            .put(
-                "a".into(),
+        cache.put(
+            "a".into(),
+            200,
+            vec![],
+            Bytes::from(vec![0u8; 100]),
+            Duration::from_millis(50),
+        );
+        assert!(cache.get("a").is_some());
+        tokio::time::sleep(Duration::from_millis(80)).await;
+        assert!(cache.get("a").is_none(), "expired");
+        for i in 0..50 {
+            cache.put(
+                format!("k{i}"),
                 200,
                 vec![],
-                Bytes::from(vec![0u8; 100]),
-                Duration::from_millis(50),
-            )
-            .await;
-        assert!(cache.get("a").await.is_some());
-        tokio::time::sleep(Duration::from_millis(80)).await;
-        assert!(cache.get("a").await.is_none(), "expired");
-        for i in 0..50 {
-            cache
-                .put(
-                    format!("k{i}"),
-                    200,
-                    vec![],
-                    Bytes::from(vec![0u8; 1000]),
-                    Duration::from_secs(60),
-                )
-                .await;
+                Bytes::from(vec![0u8; 1000]),
+                Duration::from_secs(60),
+            );
         }
-        assert!(cache.weighted_size().await <= 10_000);
+        assert!(cache.weighted_size() <= 10_000);
     }
 
     #[test]

@@ -130,7 +130,7 @@ impl ChasquiProxy {
                 &cache.vary,
                 req_headers,
             );
-            if let Some(hit) = ctx.table.cache.get(&key).await {
+            if let Some(hit) = ctx.table.cache.get(&key) {
                 let mut resp = ResponseHeader::build(hit.status, Some(hit.headers.len() + 4))?;
                 for (k, v) in &hit.headers {
                     resp.append_header(k.clone(), v.clone())?;
@@ -371,18 +371,21 @@ impl ChasquiProxy {
                     && body.len() <= cache.max_entry_bytes
                     && (cache.allow_personalised || !respcache::uncacheable_response(&resp.headers))
                 {
-                    ctx.cache_fill = Some(super::CacheFill {
-                        status: 200,
-                        headers: resp
-                            .headers
-                            .iter()
-                            .filter(|(k, _)| respcache::replayable(k))
-                            .map(|(k, v)| (k.clone(), v.clone()))
-                            .collect(),
-                        body: bytes::BytesMut::from(&body[..]),
-                        max: cache.max_entry_bytes,
-                        complete: true,
-                    });
+                    // Stored before the answer goes out (the body filter,
+                    // which stores proxied answers, does not see this one).
+                    if let (Some(key), true) = (ctx.cache_key.take(), cache.ttl_ms > 0) {
+                        ctx.table.cache.put(
+                            key,
+                            200,
+                            resp.headers
+                                .iter()
+                                .filter(|(k, _)| respcache::replayable(k))
+                                .map(|(k, v)| (k.clone(), v.clone()))
+                                .collect(),
+                            body.clone(),
+                            std::time::Duration::from_millis(cache.ttl_ms),
+                        );
+                    }
                 }
             }
             resp.insert_header("x-cache", "miss")?;
