@@ -1,13 +1,21 @@
-//! The operational record of every request: one row per request the data
-//! plane served, written in batches by the gateway off the request path,
-//! listed by operators and deleted after the retention period.
+//! The operational record of every request the data plane served, written
+//! in batches by the gateway off the request path, listed by operators and
+//! deleted after the retention period. On SQLite each batch is one row, a
+//! [`segment`]; on PostgreSQL each record is a row.
+
+pub mod segment;
 
 use crate::store::{Backend, Result, Store, StoreError};
-use serde::Serialize;
+use segment::Segment;
+use serde::{Deserialize, Serialize};
 use sqlx::Row;
 
 /// One request's operational record.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, utoipa::ToSchema)]
+///
+/// Segments encode it with postcard, field by field in this order: fields
+/// are added at the end with a new segment version, and no field may skip
+/// serialization.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
 pub struct OperationalRecord {
     /// The gateway's request id.
     pub request_id: String,
@@ -155,46 +163,24 @@ fn record_from_row(r: &sqlx::any::AnyRow) -> Result<OperationalRecord> {
     })
 }
 
-/// The single-row INSERT of the append connection (`?N` placeholders are
-/// resolved once, when the statement is prepared and cached).
-fn append_sql() -> String {
-    let placeholders: Vec<String> = (1..=BOUND_COLUMNS).map(|i| format!("?{i}")).collect();
-    format!(
-        "INSERT INTO operational_records ({COLUMNS}) VALUES ({})",
-        placeholders.join(", ")
-    )
-}
+/// The INSERT of one segment (`?N` placeholders, for rusqlite's cache).
+const SEGMENT_INSERT: &str = "INSERT INTO operational_record_segments \
+     (first_received_us, last_received_us, records, body) VALUES (?1, ?2, ?3, ?4)";
 
-/// Inserts `records` one prepared row at a time, in the caller's transaction.
-fn append_records(
-    tx: &rusqlite::Transaction<'_>,
-    records: &[OperationalRecord],
-) -> rusqlite::Result<()> {
-    static SQL: std::sync::OnceLock<String> = std::sync::OnceLock::new();
-    let mut insert = tx.prepare_cached(SQL.get_or_init(append_sql))?;
-    for r in records {
-        insert.execute(rusqlite::params![
-            r.request_id,
-            r.trace_id,
-            r.consumer_entity,
-            r.consumer_system,
-            r.service,
-            r.route,
-            r.environment,
-            r.method,
-            i64::from(r.status),
-            to_i64(r.request_bytes),
-            to_i64(r.response_bytes),
-            r.received_at_us,
-            r.sent_upstream_at_us,
-            r.upstream_answered_at_us,
-            r.answered_at_us,
-            r.plugin_outcome,
-            r.error_type,
+/// Stores one segment in the caller's transaction.
+fn append_segment(tx: &rusqlite::Transaction<'_>, segment: &Segment) -> rusqlite::Result<()> {
+    tx.prepare_cached(SEGMENT_INSERT)?
+        .execute(rusqlite::params![
+            segment.first_received_us,
+            segment.last_received_us,
+            segment.records,
+            segment.body,
         ])?;
-    }
     Ok(())
 }
+
+/// Segments read per query by the listing, newest first.
+const SEGMENTS_PER_PAGE: i64 = 8;
 
 impl Store {
     /// Stores records, [`RECORDS_PER_TRANSACTION`] per transaction, and
@@ -223,38 +209,45 @@ impl Store {
             .run(move |appender| {
                 let mut outcome = Ok(());
                 for batch in records.chunks(RECORDS_PER_TRANSACTION) {
-                    let stored = appender.write_now(|tx| append_records(tx, batch));
+                    let stored = match segment::encode(batch) {
+                        Ok(segment) => appender
+                            .write_now(|tx| append_segment(tx, &segment))
+                            .map_err(StoreError::from),
+                        Err(e) => Err(StoreError::from(e)),
+                    };
                     outcome = outcome.and(stored);
                 }
                 let _ = give_back.send(records);
                 outcome
             })
             .await;
-        let outcome = match stored {
-            Ok(outcome) => outcome.map_err(StoreError::from),
-            Err(e) => Err(StoreError::from(e)),
-        };
+        let outcome = stored.map_err(StoreError::from).and_then(|outcome| outcome);
         (given.await.unwrap_or_default(), outcome)
     }
 
-    /// Inserts a batch of records in one transaction, [`ROWS_PER_INSERT`]
-    /// rows per statement: each statement is a round trip to the
-    /// database's worker (SQLite) or server (PostgreSQL), and one per row
-    /// made the writer cost more than the requests it records.
-    ///
-    /// On SQLite the typed pool is used: the `Any` driver would convert
-    /// every one of the batch's values once more on the way.
+    /// Inserts a batch of records in one transaction: on SQLite as
+    /// segments of up to [`RECORDS_PER_TRANSACTION`], on PostgreSQL
+    /// [`ROWS_PER_INSERT`] rows per statement (each statement is a round
+    /// trip to the server, and one per row made the writer cost more than
+    /// the requests it records).
     pub async fn insert_operational_records(&self, records: &[OperationalRecord]) -> Result<()> {
         if records.is_empty() {
             return Ok(());
         }
-        if let Some(pool) = self.sqlite_pool() {
-            let mut tx = pool.begin().await?;
-            for rows in records.chunks(ROWS_PER_INSERT) {
-                let sql = multi_row_insert(Backend::Sqlite, rows.len());
-                bind_records!(sqlx::query(&sql), rows)
-                    .execute(&mut *tx)
-                    .await?;
+        if self.backend() == Backend::Sqlite {
+            let mut tx = self.pool().begin().await?;
+            for batch in records.chunks(RECORDS_PER_TRANSACTION) {
+                let segment = segment::encode(batch)?;
+                sqlx::query(
+                    "INSERT INTO operational_record_segments \
+                     (first_received_us, last_received_us, records, body) VALUES ($1, $2, $3, $4)",
+                )
+                .bind(segment.first_received_us)
+                .bind(segment.last_received_us)
+                .bind(segment.records)
+                .bind(segment.body)
+                .execute(&mut *tx)
+                .await?;
             }
             tx.commit().await?;
             return Ok(());
@@ -270,12 +263,16 @@ impl Store {
         Ok(())
     }
 
-    /// Records matching `filter`, newest first.
+    /// Records matching `filter`, newest first (by the time received; ties
+    /// in the order they were stored, the later first).
     pub async fn list_operational_records(
         &self,
         filter: &RecordFilter,
     ) -> Result<Vec<OperationalRecord>> {
         let limit = i64::from(filter.limit.clamp(1, 1000));
+        if self.backend() == Backend::Sqlite {
+            return self.list_from_segments(filter, limit as usize).await;
+        }
         let sql = format!(
             "SELECT {COLUMNS} FROM operational_records
              WHERE ($1 IS NULL OR service = $1)
@@ -293,14 +290,115 @@ impl Store {
         rows.iter().map(record_from_row).collect()
     }
 
-    /// Deletes the records received before `before_us` (Unix microseconds);
-    /// returns how many.
-    pub async fn delete_operational_records_before(&self, before_us: i64) -> Result<u64> {
-        let done = sqlx::query("DELETE FROM operational_records WHERE received_at_us < $1")
-            .bind(before_us)
-            .execute(self.pool())
+    /// The listing on SQLite: segments newest first (by their latest
+    /// record), a page at a time, decoded and filtered, until no segment
+    /// left can hold a record newer than the `limit`-th found.
+    async fn list_from_segments(
+        &self,
+        filter: &RecordFilter,
+        limit: usize,
+    ) -> Result<Vec<OperationalRecord>> {
+        let matches = |r: &OperationalRecord| {
+            filter.service.as_ref().is_none_or(|s| &r.service == s)
+                && filter
+                    .consumer_entity
+                    .as_ref()
+                    .is_none_or(|e| &r.consumer_entity == e)
+                && filter.since_us.is_none_or(|t| r.received_at_us >= t)
+        };
+        // (received, segment id, position in it): the listing's order key.
+        let mut found: Vec<((i64, i64, usize), OperationalRecord)> = Vec::new();
+        // Where the previous page ended: (last_received_us, id).
+        let mut after: Option<(i64, i64)> = None;
+        loop {
+            let page = sqlx::query(
+                "SELECT id, last_received_us, body FROM operational_record_segments
+                 WHERE ($1 IS NULL OR last_received_us >= $1)
+                   AND ($2 IS NULL OR last_received_us < $2
+                        OR (last_received_us = $2 AND id < $3))
+                 ORDER BY last_received_us DESC, id DESC LIMIT $4",
+            )
+            .bind(filter.since_us)
+            .bind(after.map(|(t, _)| t))
+            .bind(after.map(|(_, id)| id))
+            .bind(SEGMENTS_PER_PAGE)
+            .fetch_all(self.pool())
             .await?;
-        Ok(done.rows_affected())
+            let full_page = page.len() as i64 == SEGMENTS_PER_PAGE;
+            for row in &page {
+                let id: i64 = row.try_get("id")?;
+                let last: i64 = row.try_get("last_received_us")?;
+                if found.len() >= limit && last < found[limit - 1].0 .0 {
+                    // Every record left was received before the limit-th.
+                    return Ok(found.into_iter().take(limit).map(|(_, r)| r).collect());
+                }
+                let body: Vec<u8> = row.try_get("body")?;
+                for (n, record) in segment::decode(&body)?.into_iter().enumerate() {
+                    if matches(&record) {
+                        found.push(((record.received_at_us, id, n), record));
+                    }
+                }
+                found.sort_unstable_by_key(|(key, _)| std::cmp::Reverse(*key));
+                found.truncate(limit);
+                after = Some((last, id));
+            }
+            if !full_page {
+                return Ok(found.into_iter().map(|(_, r)| r).collect());
+            }
+        }
+    }
+
+    /// Deletes the records received before `before_us` (Unix microseconds);
+    /// returns how many. On SQLite, segments wholly before are deleted and
+    /// a segment that spans the limit is rewritten with the records it keeps.
+    pub async fn delete_operational_records_before(&self, before_us: i64) -> Result<u64> {
+        if self.backend() != Backend::Sqlite {
+            let done = sqlx::query("DELETE FROM operational_records WHERE received_at_us < $1")
+                .bind(before_us)
+                .execute(self.pool())
+                .await?;
+            return Ok(done.rows_affected());
+        }
+        let mut tx = self.pool().begin().await?;
+        let (whole,): (Option<i64>,) = sqlx::query_as(
+            "SELECT sum(records) FROM operational_record_segments WHERE last_received_us < $1",
+        )
+        .bind(before_us)
+        .fetch_one(&mut *tx)
+        .await?;
+        sqlx::query("DELETE FROM operational_record_segments WHERE last_received_us < $1")
+            .bind(before_us)
+            .execute(&mut *tx)
+            .await?;
+        let mut deleted = u64::try_from(whole.unwrap_or(0)).unwrap_or(0);
+        let spanning = sqlx::query(
+            "SELECT id, body FROM operational_record_segments
+             WHERE first_received_us < $1 AND last_received_us >= $1",
+        )
+        .bind(before_us)
+        .fetch_all(&mut *tx)
+        .await?;
+        for row in &spanning {
+            let id: i64 = row.try_get("id")?;
+            let body: Vec<u8> = row.try_get("body")?;
+            let mut kept = segment::decode(&body)?;
+            let held = kept.len();
+            kept.retain(|r| r.received_at_us >= before_us);
+            deleted += (held - kept.len()) as u64;
+            let rewritten = segment::encode(&kept)?;
+            sqlx::query(
+                "UPDATE operational_record_segments
+                 SET first_received_us = $1, records = $2, body = $3 WHERE id = $4",
+            )
+            .bind(rewritten.first_received_us)
+            .bind(rewritten.records)
+            .bind(rewritten.body)
+            .bind(id)
+            .execute(&mut *tx)
+            .await?;
+        }
+        tx.commit().await?;
+        Ok(deleted)
     }
 }
 
@@ -443,12 +541,13 @@ mod tests {
     }
 
     #[tokio::test]
-    async fn records_stored_before_migration_14_survive_it_and_ids_go_on() {
-        // A file at migration 13 (operational_records with AUTOINCREMENT) that
-        // holds records, then opened by this version: the table is rebuilt.
+    async fn records_stored_one_per_row_become_segments_at_migration_15() {
+        // A file at migration 14 (one row per record) holding records, then
+        // opened by this version: its rows become segments of up to 500 in
+        // their order, and the one-per-row table is gone.
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("old.db");
-        let batch = mixed_batch(7);
+        let batch = mixed_batch(RECORDS_PER_TRANSACTION + 7);
         {
             let pool = sqlx::sqlite::SqlitePoolOptions::new()
                 .max_connections(1)
@@ -463,45 +562,158 @@ mod tests {
             before.migrations = before
                 .migrations
                 .iter()
-                .filter(|m| m.version <= 13)
+                .filter(|m| m.version <= 14)
                 .cloned()
                 .collect::<Vec<_>>()
                 .into();
             before.run(&pool).await.unwrap();
-            let sql = multi_row_insert(Backend::Sqlite, batch.len());
-            bind_records!(sqlx::query(&sql), &batch)
-                .execute(&pool)
-                .await
-                .unwrap();
+            for rows in batch.chunks(ROWS_PER_INSERT) {
+                let sql = multi_row_insert(Backend::Sqlite, rows.len());
+                bind_records!(sqlx::query(&sql), rows)
+                    .execute(&pool)
+                    .await
+                    .unwrap();
+            }
             pool.close().await;
         }
         let store = Store::open_sqlite(&path).await.unwrap();
         assert_eq!(listed(&store).await, batch);
         let pool = store.sqlite_pool().unwrap();
-        let (table,): (String,) =
-            sqlx::query_as("SELECT sql FROM sqlite_master WHERE name = 'operational_records'")
+        let segments: Vec<(i64, i64, i64)> = sqlx::query_as(
+            "SELECT records, first_received_us, last_received_us
+             FROM operational_record_segments ORDER BY id",
+        )
+        .fetch_all(pool)
+        .await
+        .unwrap();
+        assert_eq!(segments, [(500, 1_000, 1_499), (7, 1_500, 1_506)]);
+        let (old_tables,): (i64,) =
+            sqlx::query_as("SELECT count(*) FROM sqlite_master WHERE name = 'operational_records'")
                 .fetch_one(pool)
                 .await
                 .unwrap();
-        assert!(!table.contains("AUTOINCREMENT"), "{table}");
-        let (index,): (i64,) = sqlx::query_as(
-            "SELECT count(*) FROM sqlite_master WHERE name = 'operational_records_by_time'",
-        )
-        .fetch_one(pool)
-        .await
-        .unwrap();
-        assert_eq!(index, 1);
-        // New records take the ids after the old ones.
-        let (given_back, stored) = store.store_operational_records(mixed_batch(2)).await;
+        assert_eq!(old_tables, 0);
+        // New records are appended after them, in binary segments.
+        let mut later = mixed_batch(2);
+        for r in &mut later {
+            r.received_at_us += 10_000;
+        }
+        let (_, stored) = store.store_operational_records(later.clone()).await;
         stored.unwrap();
-        assert_eq!(given_back.len(), 2);
-        let ids: Vec<(i64,)> = sqlx::query_as("SELECT id FROM operational_records ORDER BY id")
-            .fetch_all(pool)
-            .await
-            .unwrap();
+        let (body,): (Vec<u8>,) =
+            sqlx::query_as("SELECT body FROM operational_record_segments ORDER BY id DESC LIMIT 1")
+                .fetch_one(pool)
+                .await
+                .unwrap();
+        assert_eq!(body[0], 1, "binary, version 1");
+        assert_eq!(listed(&store).await, [batch, later].concat());
+    }
+
+    #[tokio::test]
+    async fn the_listing_agrees_with_a_full_sort_over_many_pages_of_segments() {
+        // 30 segments (several pages of the listing) of records whose times
+        // interleave across segments, listed with every limit and compared
+        // with sorting everything (time, then the order stored, descending).
+        let store = Store::open("sqlite::memory:").await.unwrap();
+        let mut stored = Vec::new();
+        for s in 0..30i64 {
+            let segment: Vec<_> = (0..5i64)
+                .map(|i| {
+                    let t = (s * 37 + i * 101) % 400;
+                    let entity = if (s + i) % 3 == 0 { "c" } else { "d" };
+                    record(&format!("s{s}-{i}"), "a/v1", entity, t)
+                })
+                .collect();
+            store.insert_operational_records(&segment).await.unwrap();
+            stored.extend(segment);
+        }
+        for (entity, since) in [(None, None), (Some("c"), None), (Some("d"), Some(150))] {
+            let mut expected: Vec<_> = stored
+                .iter()
+                .enumerate()
+                .filter(|(_, r)| entity.is_none_or(|e| r.consumer_entity == e))
+                .filter(|(_, r)| since.is_none_or(|t| r.received_at_us >= t))
+                .collect();
+            expected.sort_by_key(|(n, r)| std::cmp::Reverse((r.received_at_us, *n)));
+            for limit in [1, 2, 7, 40, 1000] {
+                let listed = store
+                    .list_operational_records(&RecordFilter {
+                        service: None,
+                        consumer_entity: entity.map(Into::into),
+                        since_us: since,
+                        limit,
+                    })
+                    .await
+                    .unwrap();
+                let want: Vec<_> = expected
+                    .iter()
+                    .take(limit as usize)
+                    .map(|(_, r)| (*r).clone())
+                    .collect();
+                assert_eq!(
+                    listed, want,
+                    "entity {entity:?} since {since:?} limit {limit}"
+                );
+            }
+        }
+    }
+
+    #[tokio::test]
+    async fn the_listing_reads_across_segments_newest_first_and_stops_at_its_limit() {
+        // Three segments whose times interleave (records are stored in the
+        // order requests end, not the order they arrived).
+        let store = Store::open("sqlite::memory:").await.unwrap();
+        let at = |id: &str, t: i64| record(id, "a/v1", if t % 2 == 0 { "c" } else { "d" }, t);
+        let segments = [
+            vec![at("s1-a", 10), at("s1-b", 40), at("s1-c", 20)],
+            vec![at("s2-a", 30), at("s2-b", 50)],
+            vec![at("s3-a", 45), at("s3-b", 60), at("s3-c", 40)],
+        ];
+        for segment in &segments {
+            store.insert_operational_records(segment).await.unwrap();
+        }
+        let list = |limit, consumer: Option<&str>, since| {
+            let store = store.clone();
+            let filter = RecordFilter {
+                service: None,
+                consumer_entity: consumer.map(Into::into),
+                since_us: since,
+                limit,
+            };
+            async move {
+                store
+                    .list_operational_records(&filter)
+                    .await
+                    .unwrap()
+                    .into_iter()
+                    .map(|r| r.request_id)
+                    .collect::<Vec<_>>()
+            }
+        };
+        // Ties (40) in the order stored, the later first.
         assert_eq!(
-            ids.into_iter().map(|(id,)| id).collect::<Vec<_>>(),
-            (1..=9).collect::<Vec<_>>()
+            list(10, None, None).await,
+            ["s3-b", "s2-b", "s3-a", "s3-c", "s1-b", "s2-a", "s1-c", "s1-a"]
         );
+        assert_eq!(list(3, None, None).await, ["s3-b", "s2-b", "s3-a"]);
+        assert_eq!(list(3, Some("c"), Some(25)).await, ["s3-b", "s2-b", "s3-c"]);
+        assert_eq!(list(10, Some("d"), None).await, ["s3-a"]);
+        // Retention: segment 1 spans the limit and is rewritten.
+        assert_eq!(
+            store.delete_operational_records_before(30).await.unwrap(),
+            2
+        );
+        assert_eq!(
+            list(10, None, None).await,
+            ["s3-b", "s2-b", "s3-a", "s3-c", "s1-b", "s2-a"]
+        );
+        assert_eq!(
+            store
+                .delete_operational_records_before(1_000)
+                .await
+                .unwrap(),
+            6
+        );
+        assert!(list(10, None, None).await.is_empty());
     }
 }

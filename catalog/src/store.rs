@@ -23,6 +23,9 @@ pub enum StoreError {
     /// The append connection failed a write ([`crate::appender`]).
     #[error("append failed: {0}")]
     Append(#[from] crate::appender::AppendError),
+    /// A segment of operational records could not be encoded or read.
+    #[error("operational records: {0}")]
+    Segment(#[from] crate::oprecords::segment::SegmentError),
     /// Something named does not exist.
     #[error("not found: {0}")]
     NotFound(String),
