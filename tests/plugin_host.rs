@@ -296,6 +296,29 @@ fn a_memory_bomb_is_stopped_at_its_limit() {
 }
 
 #[test]
+fn a_stack_overflow_traps_and_fails_only_that_call() {
+    let (engine, _dir) = engine();
+    // 1 MiB of memory in all: less than rustc's default wasm stack alone,
+    // enough with the 256 KiB one `chasqui plugin build` links.
+    let limits = Limits {
+        memory_bytes: 1 << 20,
+        ..Limits::default()
+    };
+    let plugin = engine
+        .load(misbehave("normal", Isolation::Request, limits))
+        .unwrap();
+    let mut call = plugin.check_out(context()).unwrap();
+    let err = call.on_request_headers(&get("/x/deep")).unwrap_err();
+    drop(call);
+    assert!(err.to_string().contains("trapped"), "{err}");
+    let mut call = plugin.check_out(context()).unwrap();
+    assert!(
+        call.on_request_headers(&get("/x/after")).is_ok(),
+        "the next request gets a sound instance"
+    );
+}
+
+#[test]
 fn a_trap_or_a_broken_contract_fails_only_that_call() {
     let (engine, _dir) = engine();
     let plugin = engine

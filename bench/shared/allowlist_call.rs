@@ -11,7 +11,12 @@ use chasqui::plugin::{
 use std::path::{Path, PathBuf};
 
 /// Builds the `allowlist` plugin with `chasqui plugin build`'s toolchain; returns the component.
+/// `CHASQUI_BENCH_ALLOWLIST=<component>` measures that component instead (for example one
+/// built by an earlier version of the build, to compare the two in one sitting).
 pub fn build_allowlist() -> anyhow::Result<PathBuf> {
+    if let Some(component) = std::env::var_os("CHASQUI_BENCH_ALLOWLIST") {
+        return Ok(PathBuf::from(component));
+    }
     let root = Path::new(env!("CARGO_MANIFEST_DIR")).join("..");
     build::build(&root.join("plugins/allowlist"), None, None)
 }

@@ -31,7 +31,19 @@ const PROFILE: &[(&str, &str)] = &[
     ("CARGO_PROFILE_RELEASE_CODEGEN_UNITS", "1"),
     ("CARGO_PROFILE_RELEASE_DEBUG", "false"),
     ("CARGO_PROFILE_RELEASE_STRIP", "false"),
+    ("CARGO_TARGET_WASM32_UNKNOWN_UNKNOWN_RUSTFLAGS", STACK_FLAGS),
 ];
+
+/// The guest's shadow stack: 256 KiB instead of rustc's 1 MiB for wasm32.
+/// `wasm-ld` lays the stack out first in linear memory (`--stack-first`), so
+/// its size is where the data and heap begin and the least any instance's
+/// memory is. The host scans a `request`-mode instance's whole memory for
+/// dirty pages when it is dropped (`PAGEMAP_SCAN`), and a smaller memory is a
+/// shorter scan. A plugin that overflows the stack writes below address 0,
+/// out of bounds: a trap, answered like any other (`/deep` in the tests'
+/// `misbehave` plugin). 256 KiB leaves room for serde_json's nesting limit
+/// (128 levels) on a request body.
+const STACK_FLAGS: &str = "-C link-arg=-zstack-size=262144";
 
 /// Which toolchain builds the core module.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
