@@ -360,17 +360,20 @@ impl Store {
             return Ok(done.rows_affected());
         }
         let mut tx = self.pool().begin().await?;
-        let (whole,): (Option<i64>,) = sqlx::query_as(
-            "SELECT sum(records) FROM operational_record_segments WHERE last_received_us < $1",
+        // A write first: the transaction then holds SQLite's write lock
+        // (waiting for it if the record writer has it), where a read first
+        // would fail to upgrade once the writer had committed meanwhile.
+        let whole: Vec<(i64,)> = sqlx::query_as(
+            "DELETE FROM operational_record_segments WHERE last_received_us < $1
+             RETURNING records",
         )
         .bind(before_us)
-        .fetch_one(&mut *tx)
+        .fetch_all(&mut *tx)
         .await?;
-        sqlx::query("DELETE FROM operational_record_segments WHERE last_received_us < $1")
-            .bind(before_us)
-            .execute(&mut *tx)
-            .await?;
-        let mut deleted = u64::try_from(whole.unwrap_or(0)).unwrap_or(0);
+        let mut deleted = whole
+            .iter()
+            .map(|(n,)| u64::try_from(*n).unwrap_or(0))
+            .sum::<u64>();
         let spanning = sqlx::query(
             "SELECT id, body FROM operational_record_segments
              WHERE first_received_us < $1 AND last_received_us >= $1",
@@ -607,6 +610,37 @@ mod tests {
                 .unwrap();
         assert_eq!(body[0], 1, "binary, version 1");
         assert_eq!(listed(&store).await, [batch, later].concat());
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn retention_deletes_while_the_writer_appends() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = Store::open_sqlite(&dir.path().join("c.db")).await.unwrap();
+        let (_, stored) = store.store_operational_records(mixed_batch(100)).await;
+        stored.unwrap();
+        let writer = {
+            let store = store.clone();
+            tokio::spawn(async move {
+                for round in 0..200 {
+                    let mut batch = mixed_batch(20);
+                    for r in &mut batch {
+                        r.received_at_us += 10_000 + round * 100;
+                    }
+                    let (_, stored) = store.store_operational_records(batch).await;
+                    stored.unwrap();
+                }
+            })
+        };
+        let mut deleted = 0;
+        while !writer.is_finished() {
+            deleted += store
+                .delete_operational_records_before(1_050)
+                .await
+                .unwrap();
+        }
+        writer.await.unwrap();
+        assert_eq!(deleted, 50);
+        assert_eq!(listed(&store).await.len(), 1000, "the listing's cap");
     }
 
     #[tokio::test]
