@@ -31,10 +31,9 @@ const PROFILE: &[(&str, &str)] = &[
     ("CARGO_PROFILE_RELEASE_CODEGEN_UNITS", "1"),
     ("CARGO_PROFILE_RELEASE_DEBUG", "false"),
     ("CARGO_PROFILE_RELEASE_STRIP", "false"),
-    ("CARGO_TARGET_WASM32_UNKNOWN_UNKNOWN_RUSTFLAGS", STACK_FLAGS),
 ];
 
-/// The guest's shadow stack: 256 KiB instead of rustc's 1 MiB for wasm32.
+/// The guest's shadow stack by default: 256 KiB instead of rustc's 1 MiB for wasm32.
 /// `wasm-ld` lays the stack out first in linear memory (`--stack-first`), so
 /// its size is where the data and heap begin and the least any instance's
 /// memory is. The host scans a `request`-mode instance's whole memory for
@@ -42,8 +41,24 @@ const PROFILE: &[(&str, &str)] = &[
 /// shorter scan. A plugin that overflows the stack writes below address 0,
 /// out of bounds: a trap, answered like any other (`/deep` in the tests'
 /// `misbehave` plugin). 256 KiB leaves room for serde_json's nesting limit
-/// (128 levels) on a request body.
-const STACK_FLAGS: &str = "-C link-arg=-zstack-size=262144";
+/// (128 levels) on a request body. `CHASQUI_PLUGIN_STACK` (bytes) sets another size, for
+/// a plugin that needs more.
+const STACK_BYTES: u32 = 256 << 10;
+
+/// The linker flags of the plugin's stack size.
+fn stack_flags() -> anyhow::Result<String> {
+    let bytes = match std::env::var("CHASQUI_PLUGIN_STACK") {
+        Err(_) => STACK_BYTES,
+        Ok(text) => text
+            .parse::<u32>()
+            .ok()
+            .filter(|b| b % 16 == 0 && *b >= 16 << 10)
+            .with_context(|| {
+                format!("CHASQUI_PLUGIN_STACK={text}: not a multiple of 16 bytes of at least 16384")
+            })?,
+    };
+    Ok(format!("-C link-arg=-zstack-size={bytes}"))
+}
 
 /// Which toolchain builds the core module.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -178,7 +193,11 @@ pub fn build(
         ])
         .arg(crate_dir.join("Cargo.toml"))
         .env("CARGO_TARGET_DIR", &target_dir)
-        .envs(PROFILE.iter().copied());
+        .envs(PROFILE.iter().copied())
+        .env(
+            "CARGO_TARGET_WASM32_UNKNOWN_UNKNOWN_RUSTFLAGS",
+            stack_flags()?,
+        );
     if toolchain == Toolchain::Debian {
         cmd.env_remove("RUSTUP_TOOLCHAIN")
             .arg("-Zbuild-std=std,panic_abort")

@@ -20,6 +20,7 @@ pub mod breaker;
 pub mod build;
 pub mod cache;
 pub mod chain;
+mod handler;
 mod host;
 
 use breaker::{Breaker, Permit};
@@ -551,7 +552,7 @@ impl PluginEngine {
         let pre = linker
             .instantiate_pre(&component)
             .map_err(|e| invalid(format!("{e:#}")))?;
-        let pre = PluginPre::new(pre).map_err(|e| invalid(format!("{e:#}")))?;
+        let indices = handler::HandlerIndices::find(&component).map_err(&invalid)?;
 
         let mut shared =
             PluginShared::new(&spec.name, self.evidence.clone(), self.platform.clone());
@@ -569,6 +570,7 @@ impl PluginEngine {
         let loaded = LoadedPlugin {
             engine: self.clone(),
             pre,
+            indices,
             spec,
             shared,
             metadata: None,
@@ -580,10 +582,12 @@ impl PluginEngine {
         let mut first = loaded
             .instantiate(None)
             .map_err(|e| invalid(e.to_string()))?;
+        first.check_contract().map_err(|e| invalid(e.to_string()))?;
         let metadata = first.metadata().map_err(|e| invalid(e.to_string()))?;
         let LoadedPlugin {
             engine,
             pre,
+            indices,
             spec,
             shared,
             ..
@@ -629,6 +633,7 @@ impl PluginEngine {
         let loaded = Arc::new(LoadedPlugin {
             engine,
             pre,
+            indices,
             spec,
             shared,
             metadata: Some((metadata, config_text)),
@@ -667,7 +672,9 @@ fn check_config(plugin: &str, schema: &str, config: &serde_json::Value) -> Resul
 /// A loaded plugin: pre-instantiated, configured, ready to hand out instances.
 pub struct LoadedPlugin {
     engine: Arc<PluginEngine>,
-    pre: PluginPre<HostState>,
+    pre: wasmtime::component::InstancePre<HostState>,
+    /// Where the handler's functions are among the component's exports.
+    indices: handler::HandlerIndices,
     spec: PluginSpec,
     shared: Arc<PluginShared>,
     /// Metadata and the configuration text, once known.
@@ -746,13 +753,15 @@ impl LoadedPlugin {
         store.limiter(|s| &mut s.limits);
         store.epoch_deadline_trap();
         store.set_epoch_deadline(self.spec.limits.cpu_ms.max(1));
-        let bindings = self
+        let instance = self
             .pre
             .instantiate(&mut store)
             .map_err(|e| self.call_error(format!("instantiation failed: {e:#}")))?;
         Ok(PluginInstance {
             store,
-            bindings,
+            instance,
+            indices: self.indices,
+            funcs: handler::HandlerFuncs::default(),
             plugin: self.spec.name.clone(),
             limits: self.spec.limits.clone(),
             broken: false,
@@ -909,7 +918,10 @@ impl Drop for Checkout {
 /// One instance of a plugin with its store.
 pub struct PluginInstance {
     store: Store<HostState>,
-    bindings: Plugin,
+    instance: wasmtime::component::Instance,
+    indices: handler::HandlerIndices,
+    /// The handler's functions, typed, as they are first called.
+    funcs: handler::HandlerFuncs,
     plugin: String,
     limits: Limits,
     /// Set after a trap or contract breach: the instance is never reused.
@@ -942,13 +954,22 @@ impl PluginInstance {
         }
     }
 
+    /// Type-checks all the handler's functions against the contract.
+    fn check_contract(&mut self) -> Result<(), PluginError> {
+        let r = self
+            .funcs
+            .check_all(&self.instance, &self.indices, &mut self.store);
+        self.guard("the contract check", r)
+    }
+
     /// Calls `metadata`.
     pub fn metadata(&mut self) -> Result<PluginMetadata, PluginError> {
         self.store.set_epoch_deadline(self.limits.cpu_ms.max(1));
         let r = self
-            .bindings
-            .chasqui_plugin_handler()
-            .call_metadata(&mut self.store);
+            .funcs
+            .metadata(&self.instance, &self.indices, &mut self.store)
+            .and_then(|f| f.call(&mut self.store, ()))
+            .map(|(r,)| r);
         self.guard("metadata", r)
     }
 
@@ -956,9 +977,10 @@ impl PluginInstance {
     pub fn init(&mut self, config: &str) -> Result<(), PluginError> {
         self.store.set_epoch_deadline(self.limits.cpu_ms.max(1));
         let r = self
-            .bindings
-            .chasqui_plugin_handler()
-            .call_init(&mut self.store, config);
+            .funcs
+            .init(&self.instance, &self.indices, &mut self.store)
+            .and_then(|f| f.call(&mut self.store, (config,)))
+            .map(|(r,)| r);
         match self.guard("init", r)? {
             Ok(()) => Ok(()),
             Err(message) => {
@@ -980,9 +1002,10 @@ impl PluginInstance {
         };
         self.store.set_epoch_deadline(self.limits.cpu_ms.max(1));
         let r = self
-            .bindings
-            .chasqui_plugin_handler()
-            .call_on_request_headers(&mut self.store, &head);
+            .funcs
+            .on_request_headers(&self.instance, &self.indices, &mut self.store)
+            .and_then(|f| f.call(&mut self.store, (&head,)))
+            .map(|(r,)| r);
         let action = self.guard("on-request-headers", r)?;
         self.check_headers_action(action)
     }
@@ -991,9 +1014,10 @@ impl PluginInstance {
     pub fn on_request_body(&mut self, chunk: &BodyChunk) -> Result<BodyAction, PluginError> {
         self.store.set_epoch_deadline(self.limits.cpu_ms.max(1));
         let r = self
-            .bindings
-            .chasqui_plugin_handler()
-            .call_on_request_body(&mut self.store, chunk);
+            .funcs
+            .on_request_body(&self.instance, &self.indices, &mut self.store)
+            .and_then(|f| f.call(&mut self.store, (chunk,)))
+            .map(|(r,)| r);
         let action = self.guard("on-request-body", r)?;
         self.check_body_action(action)
     }
@@ -1009,9 +1033,10 @@ impl PluginInstance {
         };
         self.store.set_epoch_deadline(self.limits.cpu_ms.max(1));
         let r = self
-            .bindings
-            .chasqui_plugin_handler()
-            .call_on_response_headers(&mut self.store, &head);
+            .funcs
+            .on_response_headers(&self.instance, &self.indices, &mut self.store)
+            .and_then(|f| f.call(&mut self.store, (&head,)))
+            .map(|(r,)| r);
         let action = self.guard("on-response-headers", r)?;
         self.check_headers_action(action)
     }
@@ -1020,9 +1045,10 @@ impl PluginInstance {
     pub fn on_response_body(&mut self, chunk: &BodyChunk) -> Result<BodyAction, PluginError> {
         self.store.set_epoch_deadline(self.limits.cpu_ms.max(1));
         let r = self
-            .bindings
-            .chasqui_plugin_handler()
-            .call_on_response_body(&mut self.store, chunk);
+            .funcs
+            .on_response_body(&self.instance, &self.indices, &mut self.store)
+            .and_then(|f| f.call(&mut self.store, (chunk,)))
+            .map(|(r,)| r);
         let action = self.guard("on-response-body", r)?;
         self.check_body_action(action)
     }
@@ -1031,9 +1057,10 @@ impl PluginInstance {
     pub fn on_request_end(&mut self) -> Result<bool, PluginError> {
         self.store.set_epoch_deadline(self.limits.cpu_ms.max(1));
         let r = self
-            .bindings
-            .chasqui_plugin_handler()
-            .call_on_request_end(&mut self.store);
+            .funcs
+            .on_request_end(&self.instance, &self.indices, &mut self.store)
+            .and_then(|f| f.call(&mut self.store, ()))
+            .map(|(r,)| r);
         self.guard("on-request-end", r)
     }
 
