@@ -454,6 +454,17 @@ async fn a_known_mix_of_calls_is_scraped_exactly() {
     let inflight = m.value("chasqui_http_requests_in_flight", &[]).unwrap();
     assert!((0.0..=1.0).contains(&inflight), "{inflight}");
     assert_eq!(m.value("chasqui_deferred_backlog", &[]), Some(0.0));
+    // Strict durability (the default): every answered exchange's entry was
+    // committed before its answer, in at least one and at most one commit each.
+    let commits = m.value("chasqui_ledger_commits_total", &[]).unwrap();
+    let entries = m
+        .value("chasqui_ledger_entries_written_total", &[])
+        .unwrap();
+    assert!(entries >= 5.0, "the five calls to a/v1 at least: {text}");
+    assert!(
+        (1.0..=entries).contains(&commits),
+        "{commits} commits of {entries}"
+    );
     let started = m.value("process_start_time_seconds", &[]).unwrap();
     let now = std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)

@@ -40,6 +40,7 @@ use sha2::{Digest, Sha256};
 use sqlx::{Row, SqlitePool};
 use std::borrow::Cow;
 use std::path::Path;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 use tokio::sync::oneshot;
@@ -142,6 +143,10 @@ pub struct Ledger {
     appender: Option<Arc<Appender>>,
     key: Ed25519KeyPair,
     public_hex: String,
+    /// Transactions that committed entries, and the entries they held: how
+    /// well group commit groups (exposed as Prometheus counters).
+    commits: AtomicU64,
+    entries_written: AtomicU64,
 }
 
 fn unhex(s: &str) -> Option<Vec<u8>> {
@@ -260,6 +265,8 @@ impl Ledger {
             appender,
             key,
             public_hex,
+            commits: AtomicU64::new(0),
+            entries_written: AtomicU64::new(0),
         }))
     }
 
@@ -472,6 +479,11 @@ impl Ledger {
                 for waiter in waiters {
                     let _ = waiter.send(());
                 }
+                if !batch.is_empty() {
+                    self.commits.fetch_add(1, Ordering::Relaxed);
+                    self.entries_written
+                        .fetch_add(batch.len() as u64, Ordering::Relaxed);
+                }
                 Ok(batch.len())
             }
             Err(e) => {
@@ -485,6 +497,15 @@ impl Ledger {
                 Err(e)
             }
         }
+    }
+
+    /// Transactions that committed entries since start, and the entries
+    /// they held.
+    pub fn commit_counts(&self) -> (u64, u64) {
+        (
+            self.commits.load(Ordering::Relaxed),
+            self.entries_written.load(Ordering::Relaxed),
+        )
     }
 
     /// Signs a checkpoint now over everything appended so far, then flushes.

@@ -313,6 +313,21 @@ pub fn render(gw: &Gateway) -> String {
         "chasqui_deferred_backlog {}",
         gw.deferred.backlog_total()
     );
+    let (commits, entries) = gw.ledger.commit_counts();
+    header(
+        &mut out,
+        "chasqui_ledger_commits_total",
+        "counter",
+        "Transactions that committed audit-ledger entries.",
+    );
+    let _ = writeln!(out, "chasqui_ledger_commits_total {commits}");
+    header(
+        &mut out,
+        "chasqui_ledger_entries_written_total",
+        "counter",
+        "Audit-ledger entries committed (over commits: entries per group commit).",
+    );
+    let _ = writeln!(out, "chasqui_ledger_entries_written_total {entries}");
     header(
         &mut out,
         "process_start_time_seconds",

@@ -241,6 +241,8 @@ fn spawn_drain_watch(gw: Arc<Gateway>, deadline: Duration, control: tokio::runti
                 if let Err(e) = gw.ledger.checkpoint().await {
                     tracing::error!(error = %e, "final ledger flush failed");
                 }
+                let (commits, entries) = gw.ledger.commit_counts();
+                tracing::info!(commits, entries, "ledger entries committed since start");
                 if let Err(e) = gw.tokens.flush_last_used().await {
                     tracing::warn!(error = %e, "final token last-use flush failed");
                 }
