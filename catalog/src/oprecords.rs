@@ -163,7 +163,7 @@ fn record_from_row(r: &sqlx::any::AnyRow) -> Result<OperationalRecord> {
     })
 }
 
-/// The INSERT of one segment (`?N` placeholders, for rusqlite's cache).
+/// The INSERT of one segment, for rusqlite and sqlx alike (SQLite reads `?N`).
 const SEGMENT_INSERT: &str = "INSERT INTO operational_record_segments \
      (first_received_us, last_received_us, records, body) VALUES (?1, ?2, ?3, ?4)";
 
@@ -238,16 +238,13 @@ impl Store {
             let mut tx = self.pool().begin().await?;
             for batch in records.chunks(RECORDS_PER_TRANSACTION) {
                 let segment = segment::encode(batch)?;
-                sqlx::query(
-                    "INSERT INTO operational_record_segments \
-                     (first_received_us, last_received_us, records, body) VALUES ($1, $2, $3, $4)",
-                )
-                .bind(segment.first_received_us)
-                .bind(segment.last_received_us)
-                .bind(segment.records)
-                .bind(segment.body)
-                .execute(&mut *tx)
-                .await?;
+                sqlx::query(SEGMENT_INSERT)
+                    .bind(segment.first_received_us)
+                    .bind(segment.last_received_us)
+                    .bind(segment.records)
+                    .bind(segment.body)
+                    .execute(&mut *tx)
+                    .await?;
             }
             tx.commit().await?;
             return Ok(());
