@@ -41,21 +41,28 @@ macro_rules! handler_functions {
         }
 
         /// One instance's handler functions, each checked on first use.
-        #[derive(Debug, Default)]
+        #[derive(Debug)]
         pub(super) struct HandlerFuncs {
+            instance: Instance,
+            indices: HandlerIndices,
             $($field: Option<Func>,)*
         }
 
         impl HandlerFuncs {
+            /// The handler of `instance`, an instance of the component
+            /// `indices` were found in; nothing is looked up yet.
+            pub(super) fn new(instance: Instance, indices: HandlerIndices) -> HandlerFuncs {
+                HandlerFuncs {
+                    instance,
+                    indices,
+                    $($field: None,)*
+                }
+            }
+
             /// Type-checks every function now (at load: a plugin whose
             /// exports do not match the contract is refused there).
-            pub(super) fn check_all(
-                &mut self,
-                instance: &Instance,
-                indices: &HandlerIndices,
-                mut store: impl AsContextMut,
-            ) -> wasmtime::Result<()> {
-                $(self.$field(instance, indices, &mut store)?;)*
+            pub(super) fn check_all(&mut self, mut store: impl AsContextMut) -> wasmtime::Result<()> {
+                $(self.$field(&mut store)?;)*
                 Ok(())
             }
 
@@ -64,8 +71,6 @@ macro_rules! handler_functions {
                 #[allow(clippy::extra_unused_lifetimes, reason = "the signature is written once for every function, with or without a borrowed parameter")]
                 pub(super) fn $field<'a>(
                     &mut self,
-                    instance: &Instance,
-                    indices: &HandlerIndices,
                     store: impl AsContextMut,
                 ) -> wasmtime::Result<TypedFunc<($($param,)*), ($result,)>> {
                     if let Some(func) = self.$field {
@@ -74,12 +79,13 @@ macro_rules! handler_functions {
                         // This slot is filled only below, with the function that
                         // `get_typed_func` found and checked against exactly this
                         // `TypedFunc` type (the macro gives the slot and this
-                        // accessor one signature), in the instance the caller
-                        // owns; a component's export types never change.
+                        // accessor one signature), in this same instance; a
+                        // component's export types never change.
                         return Ok(unsafe { TypedFunc::new_unchecked(func) });
                     }
-                    let typed = instance
-                        .get_typed_func::<($($param,)*), ($result,)>(store, &indices.$field)?;
+                    let typed = self
+                        .instance
+                        .get_typed_func::<($($param,)*), ($result,)>(store, &self.indices.$field)?;
                     self.$field = Some(*typed.func());
                     Ok(typed)
                 }

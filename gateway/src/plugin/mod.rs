@@ -759,9 +759,7 @@ impl LoadedPlugin {
             .map_err(|e| self.call_error(format!("instantiation failed: {e:#}")))?;
         Ok(PluginInstance {
             store,
-            instance,
-            indices: self.indices,
-            funcs: handler::HandlerFuncs::default(),
+            funcs: handler::HandlerFuncs::new(instance, self.indices),
             plugin: self.spec.name.clone(),
             limits: self.spec.limits.clone(),
             broken: false,
@@ -918,9 +916,7 @@ impl Drop for Checkout {
 /// One instance of a plugin with its store.
 pub struct PluginInstance {
     store: Store<HostState>,
-    instance: wasmtime::component::Instance,
-    indices: handler::HandlerIndices,
-    /// The handler's functions, typed, as they are first called.
+    /// The instance's handler functions, typed as they are first called.
     funcs: handler::HandlerFuncs,
     plugin: String,
     limits: Limits,
@@ -956,9 +952,7 @@ impl PluginInstance {
 
     /// Type-checks all the handler's functions against the contract.
     fn check_contract(&mut self) -> Result<(), PluginError> {
-        let r = self
-            .funcs
-            .check_all(&self.instance, &self.indices, &mut self.store);
+        let r = self.funcs.check_all(&mut self.store);
         self.guard("the contract check", r)
     }
 
@@ -967,7 +961,7 @@ impl PluginInstance {
         self.store.set_epoch_deadline(self.limits.cpu_ms.max(1));
         let r = self
             .funcs
-            .metadata(&self.instance, &self.indices, &mut self.store)
+            .metadata(&mut self.store)
             .and_then(|f| f.call(&mut self.store, ()))
             .map(|(r,)| r);
         self.guard("metadata", r)
@@ -978,7 +972,7 @@ impl PluginInstance {
         self.store.set_epoch_deadline(self.limits.cpu_ms.max(1));
         let r = self
             .funcs
-            .init(&self.instance, &self.indices, &mut self.store)
+            .init(&mut self.store)
             .and_then(|f| f.call(&mut self.store, (config,)))
             .map(|(r,)| r);
         match self.guard("init", r)? {
@@ -1003,7 +997,7 @@ impl PluginInstance {
         self.store.set_epoch_deadline(self.limits.cpu_ms.max(1));
         let r = self
             .funcs
-            .on_request_headers(&self.instance, &self.indices, &mut self.store)
+            .on_request_headers(&mut self.store)
             .and_then(|f| f.call(&mut self.store, (&head,)))
             .map(|(r,)| r);
         let action = self.guard("on-request-headers", r)?;
@@ -1015,7 +1009,7 @@ impl PluginInstance {
         self.store.set_epoch_deadline(self.limits.cpu_ms.max(1));
         let r = self
             .funcs
-            .on_request_body(&self.instance, &self.indices, &mut self.store)
+            .on_request_body(&mut self.store)
             .and_then(|f| f.call(&mut self.store, (chunk,)))
             .map(|(r,)| r);
         let action = self.guard("on-request-body", r)?;
@@ -1034,7 +1028,7 @@ impl PluginInstance {
         self.store.set_epoch_deadline(self.limits.cpu_ms.max(1));
         let r = self
             .funcs
-            .on_response_headers(&self.instance, &self.indices, &mut self.store)
+            .on_response_headers(&mut self.store)
             .and_then(|f| f.call(&mut self.store, (&head,)))
             .map(|(r,)| r);
         let action = self.guard("on-response-headers", r)?;
@@ -1046,7 +1040,7 @@ impl PluginInstance {
         self.store.set_epoch_deadline(self.limits.cpu_ms.max(1));
         let r = self
             .funcs
-            .on_response_body(&self.instance, &self.indices, &mut self.store)
+            .on_response_body(&mut self.store)
             .and_then(|f| f.call(&mut self.store, (chunk,)))
             .map(|(r,)| r);
         let action = self.guard("on-response-body", r)?;
@@ -1058,7 +1052,7 @@ impl PluginInstance {
         self.store.set_epoch_deadline(self.limits.cpu_ms.max(1));
         let r = self
             .funcs
-            .on_request_end(&self.instance, &self.indices, &mut self.store)
+            .on_request_end(&mut self.store)
             .and_then(|f| f.call(&mut self.store, ()))
             .map(|(r,)| r);
         self.guard("on-request-end", r)
