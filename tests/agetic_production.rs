@@ -48,7 +48,7 @@ const CITIZEN_2: &str = "5f0c2a8e-1b7d-4c3e-9a61-000000000002";
 struct Stand {
     upstreams: HashMap<String, Upstream>,
     /// Ports of the upstreams left down, by `entity/environment`.
-    down: HashMap<String, u16>,
+    down: HashMap<String, ClosedPort>,
     catalog: String,
 }
 
@@ -64,8 +64,8 @@ impl Stand {
             for env in ENVIRONMENTS {
                 let key = format!("{entity}/{env}");
                 if down.contains(&key.as_str()) {
-                    let port = free_port();
-                    urls.insert(key.clone(), format!("http://127.0.0.1:{port}"));
+                    let port = ClosedPort::reserve();
+                    urls.insert(key.clone(), format!("http://127.0.0.1:{}", port.port()));
                     down_ports.insert(key, port);
                 } else {
                     let upstream =
@@ -661,7 +661,7 @@ async fn sefe_in_production_forwards_valid_invoices_and_refuses_inconsistent_one
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn sefe_contingency_defers_valid_invoices_until_the_upstream_returns() {
-    let stand = Stand::start(&["sefe/produccion"]).await;
+    let mut stand = Stand::start(&["sefe/produccion"]).await;
     let options = PolicyOptions {
         store_and_forward: true,
         ..PolicyOptions::default()
@@ -703,7 +703,11 @@ async fn sefe_contingency_defers_valid_invoices_until_the_upstream_returns() {
     gw.spawn().await;
 
     // SEFE comes back where it was; every invoice is delivered.
-    let port = stand.down["sefe/produccion"];
+    let port = stand
+        .down
+        .get_mut("sefe/produccion")
+        .expect("SEFE was down")
+        .open();
     let sefe = Upstream::start_at("sefe-produccion", Behavior::Echo, port).await;
     let began = Instant::now();
     for (id, _) in &kept {

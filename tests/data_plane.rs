@@ -443,7 +443,8 @@ async fn http2_is_negotiated() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn upstream_failures_are_502_504_and_503() {
-    let closed = format!("\"http://127.0.0.1:{}\"", free_port());
+    let closed_port = ClosedPort::reserve();
+    let closed = format!("\"http://127.0.0.1:{}\"", closed_port.port());
     let slow = Upstream::start("slow", Behavior::Delay(Duration::from_secs(3))).await;
     let cat = format!(
         "{}\n",
@@ -542,7 +543,8 @@ async fn retries_only_idempotent_requests_after_the_request_was_sent() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn fails_over_to_a_healthy_upstream() {
-    let closed = free_port();
+    let closed_port = ClosedPort::reserve();
+    let closed = closed_port.port();
     let good = Upstream::start("good", Behavior::Echo).await;
     let cat = catalog(
         &[(

@@ -61,7 +61,8 @@ async fn state(gw: &Gateway, id: &str) -> serde_json::Value {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn accepted_requests_survive_a_crash_and_arrive_once_in_order() {
-    let port = free_port();
+    let mut closed = ClosedPort::reserve();
+    let port = closed.port();
     let mut gw = Gateway::start_with_policy(&catalog(port), &policy()).await;
 
     // The upstream is down: each request is kept and acknowledged with 202.
@@ -90,7 +91,7 @@ async fn accepted_requests_survive_a_crash_and_arrive_once_in_order() {
     // Crash, restart on the same data directory, then bring the upstream back.
     gw.kill();
     gw.spawn().await;
-    let upstream = Upstream::start_at("f", Behavior::Echo, port).await;
+    let upstream = Upstream::start_at("f", Behavior::Echo, closed.open()).await;
 
     let began = Instant::now();
     for id in &ids {
@@ -137,8 +138,8 @@ async fn accepted_requests_survive_a_crash_and_arrive_once_in_order() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_state_of_a_deferred_request_is_private_to_its_sender() {
-    let port = free_port();
-    let gw = Gateway::start_with_policy(&catalog(port), &policy()).await;
+    let closed = ClosedPort::reserve();
+    let gw = Gateway::start_with_policy(&catalog(closed.port()), &policy()).await;
     let resp = post(&gw, "{\"n\":1}").await;
     assert_eq!(resp.status(), 202);
     let id = resp.json::<serde_json::Value>().await.unwrap()["id"]

@@ -22,6 +22,42 @@ use tokio::sync::Notify;
 /// Path of the binary under test.
 pub const CHASQUI: &str = env!("CARGO_BIN_EXE_chasqui");
 
+/// A port where nothing listens (connections are refused) and that no other
+/// test takes while this is held: the socket is bound but not listening,
+/// which keeps the kernel from handing the port out. A port merely freed
+/// (`free_port`) was once given to a concurrent test's upstream, and a
+/// "down" upstream then answered as another service.
+pub struct ClosedPort {
+    socket: Option<tokio::net::TcpSocket>,
+    port: u16,
+}
+
+impl ClosedPort {
+    /// Reserves a port on 127.0.0.1.
+    pub fn reserve() -> ClosedPort {
+        let socket = tokio::net::TcpSocket::new_v4().expect("socket");
+        socket
+            .bind("127.0.0.1:0".parse().expect("address"))
+            .expect("bind");
+        let port = socket.local_addr().expect("local address").port();
+        ClosedPort {
+            socket: Some(socket),
+            port,
+        }
+    }
+
+    /// The reserved port.
+    pub fn port(&self) -> u16 {
+        self.port
+    }
+
+    /// Gives the port up, for a server about to listen on it; returns it.
+    pub fn open(&mut self) -> u16 {
+        self.socket = None;
+        self.port
+    }
+}
+
 /// A port that was free a moment ago.
 pub fn free_port() -> u16 {
     StdListener::bind("127.0.0.1:0")
