@@ -68,14 +68,18 @@ async fn the_chain_verifies_and_every_tampering_is_named() {
     assert!(ledger.append("Bad Kind", "x", "", "{}").is_err());
     assert!(ledger.append("ok.kind", "x", "", "not json").is_err());
     ledger.checkpoint().await.unwrap();
-    // The receipt's hash is the one stored, and recomputable by anyone.
-    let (prev, stored): (String, String) =
-        sqlx::query_as("SELECT prev_hash, hash FROM ledger_entries WHERE position = 11")
-            .fetch_one(store.sqlite_pool().unwrap())
-            .await
-            .unwrap();
-    assert_eq!(stored, receipts[11].hash);
-    assert_eq!(prev, receipts[10].hash);
+    // The receipt's hash is the one stored (shown in hex by the view), and
+    // recomputable by anyone from the entry and the one before.
+    let stored: Vec<String> = sqlx::query_scalar(
+        "SELECT hash FROM ledger_entries WHERE position >= 10 ORDER BY position",
+    )
+    .fetch_all(store.sqlite_pool().unwrap())
+    .await
+    .unwrap();
+    assert_eq!(
+        stored,
+        [receipts[10].hash.clone(), receipts[11].hash.clone()]
+    );
 
     let (ok, out) = verify(dir.path());
     assert!(ok, "{out}");
@@ -84,16 +88,12 @@ async fn the_chain_verifies_and_every_tampering_is_named() {
         "ledger intact: 12 entries, 1 signed checkpoints verified"
     );
 
-    exec(
-        &store,
-        "CREATE TABLE backup AS SELECT * FROM ledger_entries",
-    )
-    .await;
-    let restore = "DELETE FROM ledger_entries; INSERT INTO ledger_entries SELECT * FROM backup;";
+    exec(&store, "CREATE TABLE backup AS SELECT * FROM ledger_log").await;
+    let restore = "DELETE FROM ledger_log; INSERT INTO ledger_log SELECT * FROM backup;";
 
     exec(
         &store,
-        "UPDATE ledger_entries SET payload = '{\"documento\":99}' WHERE position = 5",
+        "UPDATE ledger_log SET payload = '{\"documento\":99}' WHERE position = 5",
     )
     .await;
     let (ok, out) = verify(dir.path());
@@ -104,7 +104,7 @@ async fn the_chain_verifies_and_every_tampering_is_named() {
         .await
         .unwrap();
 
-    exec(&store, "DELETE FROM ledger_entries WHERE position = 5").await;
+    exec(&store, "DELETE FROM ledger_log WHERE position = 5").await;
     let (ok, out) = verify(dir.path());
     assert!(!ok);
     assert!(out.contains("entry 5 is missing"), "{out}");
@@ -115,13 +115,13 @@ async fn the_chain_verifies_and_every_tampering_is_named() {
 
     // Swap the contents of entries 5 and 6 (positions stay).
     sqlx::raw_sql(
-        "UPDATE ledger_entries SET at_ms = (SELECT at_ms FROM backup b WHERE b.position = 11 - ledger_entries.position),
-            kind = (SELECT kind FROM backup b WHERE b.position = 11 - ledger_entries.position),
-            actor = (SELECT actor FROM backup b WHERE b.position = 11 - ledger_entries.position),
-            request_id = (SELECT request_id FROM backup b WHERE b.position = 11 - ledger_entries.position),
-            payload = (SELECT payload FROM backup b WHERE b.position = 11 - ledger_entries.position),
-            prev_hash = (SELECT prev_hash FROM backup b WHERE b.position = 11 - ledger_entries.position),
-            hash = (SELECT hash FROM backup b WHERE b.position = 11 - ledger_entries.position)
+        "UPDATE ledger_log SET at_ms = (SELECT at_ms FROM backup b WHERE b.position = 11 - ledger_log.position),
+            kind = (SELECT kind FROM backup b WHERE b.position = 11 - ledger_log.position),
+            actor = (SELECT actor FROM backup b WHERE b.position = 11 - ledger_log.position),
+            request_id = (SELECT request_id FROM backup b WHERE b.position = 11 - ledger_log.position),
+            payload = (SELECT payload FROM backup b WHERE b.position = 11 - ledger_log.position),
+            digest = (SELECT digest FROM backup b WHERE b.position = 11 - ledger_log.position),
+            hash = (SELECT hash FROM backup b WHERE b.position = 11 - ledger_log.position)
          WHERE position IN (5, 6)",
     )
     .execute(store.sqlite_pool().unwrap())
@@ -250,7 +250,7 @@ async fn receipts_are_verified_against_signed_checkpoints() {
     // Tampering with an entry between the receipt and the checkpoint breaks it.
     exec(
         &store,
-        "UPDATE ledger_entries SET payload = '{\"i\":40}' WHERE position = 4",
+        "UPDATE ledger_log SET payload = '{\"i\":40}' WHERE position = 4",
     )
     .await;
     let (code, out) = check(2, receipts[2].hash.clone());
@@ -304,4 +304,202 @@ async fn concurrent_committed_exchanges_are_each_stored_before_returning() {
             .await
             .unwrap();
     assert_eq!(positions, (0..200).collect::<Vec<i64>>());
+}
+
+/// An exchange's entry keeps only its digest (32 bytes) and its hash (32
+/// bytes); the `ledger_entries` view shows the JSON text that was hashed,
+/// and a digest changed in the store is named.
+#[tokio::test]
+async fn exchange_entries_are_stored_as_digests_and_their_tampering_is_named() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = store(dir.path()).await;
+    let ledger = Ledger::open_appending(
+        store.sqlite_pool().unwrap().clone(),
+        store.appender().cloned(),
+        &dir.path().join("ledger-ed25519.pk8"),
+    )
+    .await
+    .unwrap();
+    ledger
+        .append("doc.approval", "plugin:t", "r0", "{}")
+        .unwrap();
+    for i in 1..=3u8 {
+        ledger.append_exchange(&format!("req-{i}"), &[i; 32]);
+    }
+    ledger.checkpoint().await.unwrap();
+    let pool = store.sqlite_pool().unwrap();
+    let (payload, digest, hash_bytes): (Option<String>, Vec<u8>, i64) =
+        sqlx::query_as("SELECT payload, digest, length(hash) FROM ledger_log WHERE position = 2")
+            .fetch_one(pool)
+            .await
+            .unwrap();
+    assert_eq!((payload, digest, hash_bytes), (None, vec![2u8; 32], 32));
+    // What the view shows is what was hashed: the chain recomputes from it.
+    let shown: Vec<(i64, i64, String, String, String, String, String)> = sqlx::query_as(
+        "SELECT position, at_ms, kind, actor, request_id, payload, hash FROM ledger_entries ORDER BY position",
+    )
+    .fetch_all(pool)
+    .await
+    .unwrap();
+    assert_eq!(
+        shown[2].5,
+        format!("{{\"digest\":\"{}\",\"v\":1}}", hex(&[2u8; 32]))
+    );
+    let mut prev = [0u8; 32];
+    for (position, at_ms, kind, actor, request_id, payload, hash) in &shown {
+        let h = entry_hash(
+            &prev,
+            *position as u64,
+            *at_ms,
+            kind,
+            actor,
+            request_id,
+            payload,
+        );
+        assert_eq!(&hex(&h), hash, "entry {position}");
+        prev = h;
+    }
+    let (ok, out) = verify(dir.path());
+    assert!(ok, "{out}");
+    assert_eq!(
+        out,
+        "ledger intact: 4 entries, 1 signed checkpoints verified"
+    );
+
+    exec(
+        &store,
+        "UPDATE ledger_log SET digest = zeroblob(32) WHERE position = 2",
+    )
+    .await;
+    let (ok, out) = verify(dir.path());
+    assert!(!ok);
+    assert!(out.contains("entry 2 was altered"), "{out}");
+}
+
+/// Writes `rows` (kind, payload) as the ledger was stored before migration
+/// 16 (hex hashes, a `prev_hash` column, exchanges' payloads as text) into a
+/// new store file at `path`; returns each entry's hex hash. `bad_hash` is
+/// stored instead of the hash of that position, when given.
+async fn ledger_before_compact_rows(
+    path: &Path,
+    rows: &[(&str, String)],
+    bad_hash: Option<(usize, &str)>,
+) -> Vec<String> {
+    let pool = sqlx::sqlite::SqlitePoolOptions::new()
+        .max_connections(1)
+        .connect_with(
+            sqlx::sqlite::SqliteConnectOptions::new()
+                .filename(path)
+                .create_if_missing(true),
+        )
+        .await
+        .unwrap();
+    let mut before = sqlx::migrate!("../catalog/migrations/sqlite");
+    before.migrations = before
+        .migrations
+        .iter()
+        .filter(|m| m.version <= 15)
+        .cloned()
+        .collect::<Vec<_>>()
+        .into();
+    before.run(&pool).await.unwrap();
+    let mut prev = [0u8; 32];
+    let mut hashes = Vec::new();
+    for (i, (kind, payload)) in rows.iter().enumerate() {
+        let request_id = format!("req-{i}");
+        let hash = entry_hash(
+            &prev,
+            i as u64,
+            1_000 + i as i64,
+            kind,
+            "gateway",
+            &request_id,
+            payload,
+        );
+        let stored = match bad_hash {
+            Some((at, bad)) if at == i => bad.to_string(),
+            _ => hex(&hash),
+        };
+        sqlx::query(
+            "INSERT INTO ledger_entries (position, at_ms, kind, actor, request_id, payload, prev_hash, hash)
+             VALUES (?, ?, ?, 'gateway', ?, ?, ?, ?)",
+        )
+        .bind(i as i64)
+        .bind(1_000 + i as i64)
+        .bind(kind)
+        .bind(&request_id)
+        .bind(payload)
+        .bind(hex(&prev))
+        .bind(&stored)
+        .execute(&pool)
+        .await
+        .unwrap();
+        hashes.push(hex(&hash));
+        prev = hash;
+    }
+    pool.close().await;
+    hashes
+}
+
+/// A ledger written before the compact rows verifies after migration 16,
+/// its receipts stay valid, and the chain continues from it; a stored hash
+/// that is not hex is named as an altered entry, not a failed start.
+#[tokio::test]
+async fn a_ledger_from_before_the_compact_rows_still_verifies_and_continues() {
+    use chasqui::ledger::{verify_receipt, ReceiptCheck};
+    let exchange = format!("{{\"digest\":\"{}\",\"v\":1}}", hex(&[7u8; 32]));
+    let rows = [
+        ("doc.approval", "{\"doc\":1}".to_string()),
+        ("exchange", exchange.clone()),
+        ("admin.grant.approve", "{}".to_string()),
+    ];
+    let dir = tempfile::tempdir().unwrap();
+    let old_hashes = ledger_before_compact_rows(&dir.path().join("chasqui.db"), &rows, None).await;
+    let store = store(dir.path()).await;
+    let pool = store.sqlite_pool().unwrap();
+    let shown: Vec<(String, String)> =
+        sqlx::query_as("SELECT payload, hash FROM ledger_entries ORDER BY position")
+            .fetch_all(pool)
+            .await
+            .unwrap();
+    assert_eq!(shown[1], (exchange, old_hashes[1].clone()));
+    let ledger = Ledger::open_appending(
+        pool.clone(),
+        store.appender().cloned(),
+        &dir.path().join("ledger-ed25519.pk8"),
+    )
+    .await
+    .unwrap();
+    ledger.append_exchange("req-3", &[3u8; 32]);
+    let next = ledger.append("doc.approval", "plugin:t", "", "{}").unwrap();
+    assert_eq!(next.position, 4);
+    ledger.checkpoint().await.unwrap();
+    let (ok, out) = verify(dir.path());
+    assert!(ok, "{out}");
+    assert_eq!(
+        out,
+        "ledger intact: 5 entries, 1 signed checkpoints verified"
+    );
+    for position in [0, 1, 2] {
+        let check = verify_receipt(pool, position, &old_hashes[position as usize])
+            .await
+            .unwrap();
+        assert!(
+            matches!(check, ReceiptCheck::Valid { checkpoint: 4, .. }),
+            "{position}: {check:?}"
+        );
+    }
+    let check = verify_receipt(pool, 1, &old_hashes[2]).await.unwrap();
+    assert!(matches!(check, ReceiptCheck::Invalid(_)), "{check:?}");
+
+    let tampered = tempfile::tempdir().unwrap();
+    ledger_before_compact_rows(
+        &tampered.path().join("chasqui.db"),
+        &rows,
+        Some((1, "not a hash")),
+    )
+    .await;
+    let (ok, out) = verify(tampered.path());
+    assert!(!ok);
+    assert!(out.contains("entry 1 was altered"), "{out}");
 }

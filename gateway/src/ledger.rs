@@ -117,9 +117,35 @@ struct Pending {
     kind: Cow<'static, str>,
     actor: Cow<'static, str>,
     request_id: String,
-    payload: String,
-    prev_hash: [u8; 32],
+    payload: Payload,
     hash: [u8; 32],
+}
+
+/// What an entry says: JSON text, or an exchange's digest, stored as its 32
+/// bytes and hashed as the JSON text [`exchange_payload_of`] makes of it.
+enum Payload {
+    Json(String),
+    Exchange([u8; 32]),
+}
+
+impl Payload {
+    /// The `payload` and `digest` columns of `ledger_log`.
+    fn columns(&self) -> (Option<&str>, Option<&[u8]>) {
+        match self {
+            Payload::Json(text) => (Some(text), None),
+            Payload::Exchange(digest) => (None, Some(digest)),
+        }
+    }
+
+    /// The payload read back from its columns; `None` when neither holds
+    /// what it should (a row altered in the store).
+    fn from_columns(text: Option<String>, digest: Option<Vec<u8>>) -> Option<Payload> {
+        match (text, digest) {
+            (Some(text), None) => Some(Payload::Json(text)),
+            (None, Some(digest)) => digest.try_into().ok().map(Payload::Exchange),
+            _ => None,
+        }
+    }
 }
 
 struct Chain {
@@ -169,16 +195,63 @@ pub fn entry_hash(
     request_id: &str,
     payload: &str,
 ) -> [u8; 32] {
+    let mut h = entry_hasher(prev, position, at_ms, kind, actor, request_id);
+    hash_field(&mut h, payload.as_bytes());
+    h.finalize().into()
+}
+
+/// [`entry_hash`] of a stored payload: an exchange's JSON text is hashed
+/// piece by piece, never built.
+fn payload_hash(
+    prev: &[u8; 32],
+    position: u64,
+    at_ms: i64,
+    kind: &str,
+    actor: &str,
+    request_id: &str,
+    payload: &Payload,
+) -> [u8; 32] {
+    let mut h = entry_hasher(prev, position, at_ms, kind, actor, request_id);
+    match payload {
+        Payload::Json(text) => hash_field(&mut h, text.as_bytes()),
+        Payload::Exchange(digest) => {
+            let mut digits = [0u8; 64];
+            let digits = hex_into(digest, &mut digits);
+            let (head, tail) = exchange_payload_parts();
+            let len = head.len() + digits.len() + tail.len();
+            h.update((len as u64).to_be_bytes());
+            h.update(head);
+            h.update(digits);
+            h.update(tail);
+        }
+    }
+    h.finalize().into()
+}
+
+/// The hash state of an entry up to its payload.
+fn entry_hasher(
+    prev: &[u8; 32],
+    position: u64,
+    at_ms: i64,
+    kind: &str,
+    actor: &str,
+    request_id: &str,
+) -> Sha256 {
     let mut h = Sha256::new();
     h.update(prev);
     h.update(position.to_be_bytes());
     h.update(at_ms.to_be_bytes());
-    for field in [kind, actor, request_id, payload] {
-        // Length prefixes keep field boundaries unambiguous.
-        h.update((field.len() as u64).to_be_bytes());
-        h.update(field.as_bytes());
+    for field in [kind, actor, request_id] {
+        hash_field(&mut h, field.as_bytes());
     }
-    h.finalize().into()
+    h
+}
+
+/// A field hashed after its length: length prefixes keep field boundaries
+/// unambiguous.
+fn hash_field(h: &mut Sha256, field: &[u8]) {
+    h.update((field.len() as u64).to_be_bytes());
+    h.update(field);
 }
 
 fn checkpoint_message(position: u64, hash: &[u8]) -> Vec<u8> {
@@ -232,20 +305,18 @@ impl Ledger {
     ) -> Result<Arc<Ledger>, LedgerError> {
         let key = node_key(key_path)?;
         let last =
-            sqlx::query("SELECT position, hash FROM ledger_entries ORDER BY position DESC LIMIT 1")
+            sqlx::query("SELECT position, hash FROM ledger_log ORDER BY position DESC LIMIT 1")
                 .fetch_optional(&pool)
                 .await?;
         let (next, last_hash) = match last {
             Some(row) => {
                 let position: i64 = row.try_get(0)?;
-                let hash: String = row.try_get(1)?;
-                let bytes = unhex(&hash).filter(|b| b.len() == 32).ok_or_else(|| {
+                let hash: Vec<u8> = row.try_get(1)?;
+                let last_hash: [u8; 32] = hash.try_into().map_err(|_| {
                     LedgerError::Invalid(format!(
                         "the stored hash of entry {position} is not a SHA-256"
                     ))
                 })?;
-                let mut last_hash = [0u8; 32];
-                last_hash.copy_from_slice(&bytes);
                 (position as u64 + 1, last_hash)
             }
             None => (0, [0u8; 32]),
@@ -303,7 +374,7 @@ impl Ledger {
             Cow::Owned(kind.to_string()),
             Cow::Owned(actor.to_string()),
             request_id,
-            payload_json.to_string(),
+            Payload::Json(payload_json.to_string()),
             false,
         );
         Ok(Receipt {
@@ -323,7 +394,7 @@ impl Ledger {
             Cow::Borrowed(EXCHANGE_KIND),
             Cow::Borrowed(EXCHANGE_ACTOR),
             request_id,
-            exchange_payload_of(digest),
+            Payload::Exchange(*digest),
             false,
         );
     }
@@ -334,15 +405,20 @@ impl Ledger {
         kind: Cow<'static, str>,
         actor: Cow<'static, str>,
         request_id: &str,
-        payload: String,
+        payload: Payload,
         wait: bool,
     ) -> ((u64, [u8; 32]), Option<oneshot::Receiver<()>>) {
         let at_ms = now_ms();
         let mut chain = self.chain.lock().unwrap_or_else(|p| p.into_inner());
         let position = chain.next;
-        let prev_hash = chain.last_hash;
-        let hash = entry_hash(
-            &prev_hash, position, at_ms, &kind, &actor, request_id, &payload,
+        let hash = payload_hash(
+            &chain.last_hash,
+            position,
+            at_ms,
+            &kind,
+            &actor,
+            request_id,
+            &payload,
         );
         chain.queue.push(Pending {
             position,
@@ -351,7 +427,6 @@ impl Ledger {
             actor,
             request_id: request_id.to_string(),
             payload,
-            prev_hash,
             hash,
         });
         chain.next += 1;
@@ -388,12 +463,11 @@ impl Ledger {
         digest: &[u8; 32],
         within: Duration,
     ) -> bool {
-        let payload = exchange_payload_of(digest);
         let (_, wait) = self.enqueue(
             Cow::Borrowed(EXCHANGE_KIND),
             Cow::Borrowed(EXCHANGE_ACTOR),
             request_id,
-            payload,
+            Payload::Exchange(*digest),
             true,
         );
         let Some(mut committed) = wait else {
@@ -615,7 +689,7 @@ impl Ledger {
 /// (a third of the gateway's CPU under load, measured).
 fn entries_insert(rows: usize) -> String {
     let mut sql = String::from(
-        "INSERT INTO ledger_entries (position, at_ms, kind, actor, request_id, payload, prev_hash, hash) VALUES ",
+        "INSERT INTO ledger_log (position, at_ms, kind, actor, request_id, payload, digest, hash) VALUES ",
     );
     for i in 0..rows {
         if i > 0 {
@@ -633,15 +707,16 @@ fn bind_entries<'q>(
 ) -> sqlx::query::Query<'q, sqlx::Sqlite, sqlx::sqlite::SqliteArguments<'q>> {
     let mut query = sqlx::query(sql);
     for e in rows {
+        let (text, digest) = e.payload.columns();
         query = query
             .bind(e.position as i64)
             .bind(e.at_ms)
             .bind(&*e.kind)
             .bind(&*e.actor)
             .bind(e.request_id.as_str())
-            .bind(e.payload.as_str())
-            .bind(hex(&e.prev_hash))
-            .bind(hex(&e.hash));
+            .bind(text)
+            .bind(digest)
+            .bind(&e.hash[..]);
     }
     query
 }
@@ -667,20 +742,20 @@ fn append_entries(
     checkpoint: Option<&CheckpointRow>,
 ) -> rusqlite::Result<()> {
     let mut insert = tx.prepare_cached(
-        "INSERT INTO ledger_entries (position, at_ms, kind, actor, request_id, payload, prev_hash, hash) \
+        "INSERT INTO ledger_log (position, at_ms, kind, actor, request_id, payload, digest, hash) \
          VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8)",
     )?;
-    let (mut prev_hex, mut hash_hex) = ([0u8; 64], [0u8; 64]);
     for e in batch {
+        let (text, digest) = e.payload.columns();
         insert.execute(rusqlite::params![
             e.position as i64,
             e.at_ms,
             &*e.kind,
             &*e.actor,
             e.request_id,
-            e.payload,
-            hex_into(&e.prev_hash, &mut prev_hex),
-            hex_into(&e.hash, &mut hash_hex),
+            text,
+            digest,
+            &e.hash[..],
         ])?;
     }
     if let Some(c) = checkpoint {
@@ -753,10 +828,21 @@ pub fn exchange_payload(r: &chasqui_catalog::oprecords::OperationalRecord) -> St
 
 /// [`exchange_payload`] of a digest already computed.
 fn exchange_payload_of(digest: &[u8; 32]) -> String {
-    format!(
-        "{{\"digest\":\"{}\",\"v\":{EXCHANGE_DIGEST_VERSION}}}",
-        hex(digest)
-    )
+    let (head, tail) = exchange_payload_parts();
+    let mut digits = [0u8; 64];
+    let mut text = String::with_capacity(head.len() + 64 + tail.len());
+    text.push_str(head);
+    text.push_str(hex_into(digest, &mut digits));
+    text.push_str(tail);
+    text
+}
+
+/// The text of an exchange's payload before and after the digest's hex:
+/// the migration of `ledger_entries` (0016) builds the same text in SQL.
+fn exchange_payload_parts() -> (&'static str, &'static str) {
+    // The version is 1: a change of it changes this text.
+    const _: () = assert!(EXCHANGE_DIGEST_VERSION == 1);
+    ("{\"digest\":\"", "\",\"v\":1}")
 }
 
 /// The result of checking a ledger.
@@ -770,105 +856,208 @@ pub struct Verification {
     pub problem: Option<String>,
 }
 
-/// Checks a ledger offline: the chain from the first entry, then every
-/// checkpoint's signature and hash.
-pub async fn verify(pool: &SqlitePool) -> Result<Verification, sqlx::Error> {
-    let rows = sqlx::query(
-        "SELECT position, at_ms, kind, actor, request_id, payload, prev_hash, hash FROM ledger_entries ORDER BY position",
-    )
-    .fetch_all(pool)
-    .await?;
-    let mut report = Verification::default();
-    let mut expected: u64 = 0;
-    let mut last_hash = [0u8; 32];
-    let mut hashes = std::collections::HashMap::new();
-    for row in &rows {
-        let position = row.try_get::<i64, _>(0)? as u64;
-        let at_ms: i64 = row.try_get(1)?;
-        let (kind, actor, request_id, payload): (String, String, String, String) = (
-            row.try_get(2)?,
-            row.try_get(3)?,
-            row.try_get(4)?,
-            row.try_get(5)?,
-        );
-        let prev: String = row.try_get(6)?;
-        let stored: String = row.try_get(7)?;
-        report.entries += 1;
-        if report.problem.is_some() {
-            continue;
-        }
-        if position != expected {
-            report.problem = Some(format!("entry {expected} is missing (removed)"));
-            continue;
-        }
-        let prev_bytes: [u8; 32] = unhex(&prev)
-            .and_then(|b| b.try_into().ok())
-            .unwrap_or([0xff; 32]);
-        let recomputed = entry_hash(
-            &prev_bytes,
-            position,
-            at_ms,
-            &kind,
-            &actor,
-            &request_id,
-            &payload,
-        );
-        if hex(&recomputed) != stored {
-            let moved = [position.wrapping_sub(1), position + 1].iter().any(|&p| {
-                hex(&entry_hash(
-                    &prev_bytes,
-                    p,
-                    at_ms,
-                    &kind,
-                    &actor,
-                    &request_id,
-                    &payload,
-                )) == stored
-            });
-            report.problem = Some(if moved {
-                format!("entry {position} was moved (reordered)")
-            } else {
-                format!("entry {position} was altered")
-            });
-            continue;
-        }
-        if prev_bytes != last_hash {
-            report.problem = Some(format!(
-                "entry {position} does not follow entry {} (chain broken)",
-                position.wrapping_sub(1)
-            ));
-            continue;
-        }
-        last_hash = recomputed;
-        hashes.insert(position, stored);
-        expected += 1;
+/// The columns of `ledger_log` that [`StoredEntry::read`] reads, in order.
+const ENTRY_COLUMNS: &str = "position, at_ms, kind, actor, request_id, payload, digest, hash";
+
+/// An entry as the store holds it (possibly altered there).
+struct StoredEntry {
+    position: u64,
+    at_ms: i64,
+    kind: String,
+    actor: String,
+    request_id: String,
+    /// `None` when neither payload column holds what it should.
+    payload: Option<Payload>,
+    /// The stored hash (32 bytes unless altered).
+    hash: Vec<u8>,
+}
+
+impl StoredEntry {
+    /// Reads a row selected with [`ENTRY_COLUMNS`].
+    fn read(row: &sqlx::sqlite::SqliteRow) -> Result<StoredEntry, sqlx::Error> {
+        Ok(StoredEntry {
+            position: row.try_get::<i64, _>(0)? as u64,
+            at_ms: row.try_get(1)?,
+            kind: row.try_get(2)?,
+            actor: row.try_get(3)?,
+            request_id: row.try_get(4)?,
+            payload: Payload::from_columns(row.try_get(5)?, row.try_get(6)?),
+            hash: row.try_get(7)?,
+        })
     }
-    let checkpoints = sqlx::query(
+
+    /// Its hash recomputed as if it followed `prev` at `position`; `None`
+    /// when its payload is unreadable.
+    fn hash_at(&self, prev: &[u8; 32], position: u64) -> Option<[u8; 32]> {
+        let payload = self.payload.as_ref()?;
+        Some(payload_hash(
+            prev,
+            position,
+            self.at_ms,
+            &self.kind,
+            &self.actor,
+            &self.request_id,
+            payload,
+        ))
+    }
+
+    /// Whether its stored hash is what it hashes to after `prev`.
+    fn follows(&self, prev: &[u8; 32]) -> bool {
+        self.hash_at(prev, self.position)
+            .is_some_and(|h| h[..] == self.hash[..])
+    }
+}
+
+/// Entries [`verify`] reads per query: the ledger is walked page by page,
+/// never held whole in memory.
+const VERIFY_PAGE: i64 = 4_096;
+
+/// Whether `entry`, which does not follow the chain at its position, is an
+/// entry of a nearby position moved there: its stored hash is what it
+/// hashes to at another position after one of the hashes `near` it (a swap
+/// of two rows leaves each one's predecessor's hash a row away).
+fn was_moved(entry: &StoredEntry, near: &[[u8; 32]]) -> bool {
+    let p = entry.position;
+    (p.saturating_sub(2)..=p + 2).filter(|&q| q != p).any(|q| {
+        near.iter().any(|prev| {
+            entry
+                .hash_at(prev, q)
+                .is_some_and(|h| h[..] == entry.hash[..])
+        })
+    })
+}
+
+/// A checkpoint as stored, and whether its signature verified.
+struct StoredCheckpoint {
+    position: u64,
+    hash: String,
+    signed: bool,
+}
+
+/// Reads every checkpoint and checks its signature.
+async fn read_checkpoints(pool: &SqlitePool) -> Result<Vec<StoredCheckpoint>, sqlx::Error> {
+    let rows = sqlx::query(
         "SELECT position, hash, public_key, signature FROM ledger_checkpoints ORDER BY position",
     )
     .fetch_all(pool)
     .await?;
-    for row in checkpoints {
-        let position = row.try_get::<i64, _>(0)? as u64;
-        let (hash, public_key, signature): (String, String, String) =
-            (row.try_get(1)?, row.try_get(2)?, row.try_get(3)?);
-        let signed = match (unhex(&hash), unhex(&public_key), unhex(&signature)) {
-            (Some(h), Some(pk), Some(sig)) => UnparsedPublicKey::new(&ED25519, pk)
-                .verify(&checkpoint_message(position, &h), &sig)
-                .is_ok(),
-            _ => false,
+    rows.iter()
+        .map(|row| {
+            let position = row.try_get::<i64, _>(0)? as u64;
+            let (hash, public_key, signature): (String, String, String) =
+                (row.try_get(1)?, row.try_get(2)?, row.try_get(3)?);
+            let signed = match (unhex(&hash), unhex(&public_key), unhex(&signature)) {
+                (Some(h), Some(pk), Some(sig)) => UnparsedPublicKey::new(&ED25519, pk)
+                    .verify(&checkpoint_message(position, &h), &sig)
+                    .is_ok(),
+                _ => false,
+            };
+            Ok(StoredCheckpoint {
+                position,
+                hash,
+                signed,
+            })
+        })
+        .collect()
+}
+
+/// Checks a ledger offline: the chain from the first entry (read a page at
+/// a time), every checkpoint's signature, and that each signed checkpoint
+/// holds the hash the chain has at its position.
+pub async fn verify(pool: &SqlitePool) -> Result<Verification, sqlx::Error> {
+    let checkpoints = read_checkpoints(pool).await?;
+    let mut report = Verification::default();
+    // The signed checkpoints' hashes by position, removed when matched.
+    let mut unmatched: std::collections::BTreeMap<u64, &str> = checkpoints
+        .iter()
+        .filter(|c| c.signed)
+        .map(|c| (c.position, c.hash.as_str()))
+        .collect();
+    let mut ahead = std::collections::VecDeque::new();
+    let mut next_page = Some(0i64);
+    // The hashes of the last two entries that followed the chain.
+    let mut behind: std::collections::VecDeque<[u8; 32]> = [[0u8; 32]].into();
+    let mut expected: u64 = 0;
+    loop {
+        // A mismatch looks at the next two entries: keep three read ahead.
+        while ahead.len() < 3 {
+            let Some(from) = next_page else { break };
+            let rows = sqlx::query(&format!(
+                "SELECT {ENTRY_COLUMNS} FROM ledger_log WHERE position >= ? ORDER BY position LIMIT ?"
+            ))
+            .bind(from)
+            .bind(VERIFY_PAGE)
+            .fetch_all(pool)
+            .await?;
+            let read = rows
+                .iter()
+                .map(StoredEntry::read)
+                .collect::<Result<Vec<_>, _>>()?;
+            next_page = match read.last() {
+                Some(last) if read.len() as i64 == VERIFY_PAGE => Some(last.position as i64 + 1),
+                _ => None,
+            };
+            ahead.extend(read);
+        }
+        let Some(entry) = ahead.pop_front() else {
+            break;
         };
-        if !signed {
-            report.problem.get_or_insert(format!(
-                "checkpoint at entry {position} has an invalid signature"
-            ));
-        } else if report.problem.is_none() && hashes.get(&position) != Some(&hash) {
-            report.problem = Some(format!(
-                "checkpoint at entry {position} does not match the ledger"
-            ));
-        } else {
+        report.entries += 1;
+        if entry.position != expected {
+            report.problem = Some(format!("entry {expected} is missing (removed)"));
+            break;
+        }
+        let running = behind.back().copied().unwrap_or([0; 32]);
+        if !entry.follows(&running) {
+            let mut near: Vec<[u8; 32]> = behind.iter().copied().collect();
+            near.extend(
+                ahead
+                    .iter()
+                    .take(2)
+                    .filter_map(|e| <[u8; 32]>::try_from(e.hash.as_slice()).ok()),
+            );
+            near.push([0; 32]);
+            report.problem = Some(if was_moved(&entry, &near) {
+                format!("entry {expected} was moved (reordered)")
+            } else {
+                format!("entry {expected} was altered")
+            });
+            break;
+        }
+        // `follows` compared it with a 32-byte hash.
+        let mut hash = [0u8; 32];
+        hash.copy_from_slice(&entry.hash);
+        if let Some(signed) = unmatched.remove(&expected) {
+            if signed != hex(&hash) {
+                report.problem = Some(format!(
+                    "checkpoint at entry {expected} does not match the ledger"
+                ));
+                break;
+            }
             report.checkpoints += 1;
         }
+        if behind.len() == 2 {
+            behind.pop_front();
+        }
+        behind.push_back(hash);
+        expected += 1;
+    }
+    if report.problem.is_none() {
+        report.problem = checkpoints
+            .iter()
+            .find(|c| !c.signed)
+            .map(|c| {
+                format!(
+                    "checkpoint at entry {} has an invalid signature",
+                    c.position
+                )
+            })
+            .or_else(|| {
+                // Signed over entries the ledger no longer has.
+                unmatched.keys().next().map(|position| {
+                    format!("checkpoint at entry {position} does not match the ledger")
+                })
+            });
     }
     Ok(report)
 }
@@ -923,49 +1112,57 @@ pub async fn verify_receipt(
         .map(|c| c.try_get::<i64, _>(0))
         .transpose()?
         .unwrap_or(position as i64);
-    let rows = sqlx::query(
-        "SELECT position, at_ms, kind, actor, request_id, payload, prev_hash, hash FROM ledger_entries
-         WHERE position >= ? AND position <= ? ORDER BY position",
-    )
-    .bind(position as i64)
+    // From the entry before it, whose stored hash the chain starts from
+    // (a wrong one cannot reach the checkpoint's hash).
+    let rows = sqlx::query(&format!(
+        "SELECT {ENTRY_COLUMNS} FROM ledger_log WHERE position >= ? AND position <= ? ORDER BY position"
+    ))
+    .bind(position.saturating_sub(1) as i64)
     .bind(last)
     .fetch_all(pool)
     .await?;
-    let mut running: Option<[u8; 32]> = None;
-    for (expected, row) in (position..).zip(rows.iter()) {
-        let p = row.try_get::<i64, _>(0)? as u64;
-        if p != expected {
+    let entries = rows
+        .iter()
+        .map(StoredEntry::read)
+        .collect::<Result<Vec<_>, _>>()?;
+    let mut entries = entries.iter().peekable();
+    let mut running = [0u8; 32];
+    if let Some(before) = position.checked_sub(1) {
+        let stored = entries
+            .next_if(|e| e.position == before)
+            .map(|e| e.hash.as_slice().try_into());
+        running = match stored {
+            Some(Ok(hash)) => hash,
+            Some(Err(_)) => {
+                return Ok(ReceiptCheck::Invalid(format!(
+                    "the stored hash of entry {before} is not a SHA-256"
+                )))
+            }
+            None => return Ok(ReceiptCheck::Invalid(format!("entry {before} is missing"))),
+        };
+    }
+    if entries.peek().is_none_or(|e| e.position != position) {
+        return Ok(ReceiptCheck::Invalid(format!(
+            "there is no entry {position}"
+        )));
+    }
+    for (expected, entry) in (position..).zip(entries) {
+        if entry.position != expected {
             return Ok(ReceiptCheck::Invalid(format!(
                 "entry {expected} is missing"
             )));
         }
-        let prev: String = row.try_get(6)?;
-        let prev_bytes: [u8; 32] = match running {
-            Some(h) => h,
-            None => unhex(&prev)
-                .and_then(|b| b.try_into().ok())
-                .unwrap_or([0xff; 32]),
+        let Some(computed) = entry.hash_at(&running, expected) else {
+            return Ok(ReceiptCheck::Invalid(format!(
+                "entry {expected} has no readable payload"
+            )));
         };
-        let computed = entry_hash(
-            &prev_bytes,
-            p,
-            row.try_get(1)?,
-            &row.try_get::<String, _>(2)?,
-            &row.try_get::<String, _>(3)?,
-            &row.try_get::<String, _>(4)?,
-            &row.try_get::<String, _>(5)?,
-        );
-        if p == position && hex(&computed) != hash {
+        if expected == position && hex(&computed) != hash {
             return Ok(ReceiptCheck::Invalid(format!(
                 "entry {position} does not hash to the receipt's hash"
             )));
         }
-        running = Some(computed);
-    }
-    if rows.is_empty() {
-        return Ok(ReceiptCheck::Invalid(format!(
-            "there is no entry {position}"
-        )));
+        running = computed;
     }
     let Some(cp) = checkpoint else {
         return Ok(ReceiptCheck::NotYetCheckpointed);
@@ -976,7 +1173,7 @@ pub async fn verify_receipt(
         cp.try_get(2)?,
         cp.try_get(3)?,
     );
-    if running.map(|h| hex(&h)) != Some(cp_hash.clone()) {
+    if hex(&running) != cp_hash {
         return Ok(ReceiptCheck::Invalid(format!(
             "the chain from entry {position} does not reach checkpoint {cp_position}"
         )));
