@@ -491,6 +491,12 @@ load() {
 # ratio NAME NUMERATOR_LABEL DENOMINATOR_LABEL
 ratio() { RATIOS+=("$1|$2|$3"); }
 
+# A ratio over rounds: NUMERATORS and DENOMINATORS are comma-separated labels
+# of the same length, one pair per round; the table shows the median of the
+# pairs' ratios, column by column (each round's pair ran back to back, so
+# slow drift of the machine cancels within a pair).
+median_ratio() { RATIOS+=("$1|$2|$3"); }
+
 target_ok() {
     local l=$1
     [[ -n ${R_RPS[$l]:-} && ${R_RPS[$l]} != NA && ${R_P50[$l]} != NA && ${R_P99[$l]} != NA &&
@@ -500,6 +506,30 @@ target_ok() {
 # "rps_ratio p50_ratio p99_ratio" or a reason it cannot be given.
 ratio_values() {
     local num=$2 den=$3
+    if [[ $num == *,* ]]; then
+        local -a nums dens
+        local i vals all=""
+        IFS=',' read -r -a nums <<<"$num"
+        IFS=',' read -r -a dens <<<"$den"
+        for i in "${!nums[@]}"; do
+            vals=$(ratio_values "$1" "${nums[$i]}" "${dens[$i]:-}")
+            [[ $vals != n/a* && $vals != INVALID* ]] || { echo "$vals"; return; }
+            all+="$vals"$'\n'
+        done
+        printf '%s' "$all" | awk '
+            { for (c = 1; c <= 3; c++) v[c, NR] = $c }
+            END {
+                for (c = 1; c <= 3; c++) {
+                    n = 0
+                    for (r = 1; r <= NR; r++) if (v[c, r] != "NA") x[++n] = v[c, r] + 0
+                    if (n == 0) { out[c] = "NA"; continue }
+                    for (a = 1; a <= n; a++) for (b = a + 1; b <= n; b++) if (x[b] < x[a]) { t = x[a]; x[a] = x[b]; x[b] = t }
+                    out[c] = sprintf("%.2f", n % 2 ? x[(n + 1) / 2] : (x[n / 2] + x[n / 2 + 1]) / 2)
+                }
+                print out[1], out[2], out[3]
+            }'
+        return
+    fi
     [[ -n ${R_RPS[$num]:-} ]] || { echo "n/a (not run: $num)"; return; }
     [[ -n ${R_RPS[$den]:-} ]] || { echo "n/a (not run: $den)"; return; }
     if ! target_ok "$num" || ! target_ok "$den"; then echo "INVALID (errors in a run)"; return; fi
