@@ -195,56 +195,60 @@ pub fn entry_hash(
     request_id: &str,
     payload: &str,
 ) -> [u8; 32] {
-    let mut h = entry_hasher(prev, position, at_ms, kind, actor, request_id);
+    let head = EntryHead {
+        position,
+        at_ms,
+        kind,
+        actor,
+        request_id,
+    };
+    let mut h = head.hasher(prev);
     hash_field(&mut h, payload.as_bytes());
     h.finalize().into()
 }
 
-/// [`entry_hash`] of a stored payload: an exchange's JSON text is hashed
-/// piece by piece, never built.
-fn payload_hash(
-    prev: &[u8; 32],
+/// The fields of an entry hashed after the previous hash and before the
+/// payload.
+struct EntryHead<'a> {
     position: u64,
     at_ms: i64,
-    kind: &str,
-    actor: &str,
-    request_id: &str,
-    payload: &Payload,
-) -> [u8; 32] {
-    let mut h = entry_hasher(prev, position, at_ms, kind, actor, request_id);
-    match payload {
-        Payload::Json(text) => hash_field(&mut h, text.as_bytes()),
-        Payload::Exchange(digest) => {
-            let mut digits = [0u8; 64];
-            let digits = hex_into(digest, &mut digits);
-            let (head, tail) = exchange_payload_parts();
-            let len = head.len() + digits.len() + tail.len();
-            h.update((len as u64).to_be_bytes());
-            h.update(head);
-            h.update(digits);
-            h.update(tail);
-        }
-    }
-    h.finalize().into()
+    kind: &'a str,
+    actor: &'a str,
+    request_id: &'a str,
 }
 
-/// The hash state of an entry up to its payload.
-fn entry_hasher(
-    prev: &[u8; 32],
-    position: u64,
-    at_ms: i64,
-    kind: &str,
-    actor: &str,
-    request_id: &str,
-) -> Sha256 {
-    let mut h = Sha256::new();
-    h.update(prev);
-    h.update(position.to_be_bytes());
-    h.update(at_ms.to_be_bytes());
-    for field in [kind, actor, request_id] {
-        hash_field(&mut h, field.as_bytes());
+impl EntryHead<'_> {
+    /// The hash state of the entry after `prev`, up to its payload.
+    fn hasher(&self, prev: &[u8; 32]) -> Sha256 {
+        let mut h = Sha256::new();
+        h.update(prev);
+        h.update(self.position.to_be_bytes());
+        h.update(self.at_ms.to_be_bytes());
+        for field in [self.kind, self.actor, self.request_id] {
+            hash_field(&mut h, field.as_bytes());
+        }
+        h
     }
-    h
+
+    /// [`entry_hash`] of the entry with a stored payload: an exchange's JSON
+    /// text is hashed piece by piece, never built.
+    fn hash(&self, prev: &[u8; 32], payload: &Payload) -> [u8; 32] {
+        let mut h = self.hasher(prev);
+        match payload {
+            Payload::Json(text) => hash_field(&mut h, text.as_bytes()),
+            Payload::Exchange(digest) => {
+                let mut digits = [0u8; 64];
+                let digits = hex_into(digest, &mut digits);
+                let (head, tail) = exchange_payload_parts();
+                let len = head.len() + digits.len() + tail.len();
+                h.update((len as u64).to_be_bytes());
+                h.update(head);
+                h.update(digits);
+                h.update(tail);
+            }
+        }
+        h.finalize().into()
+    }
 }
 
 /// A field hashed after its length: length prefixes keep field boundaries
@@ -411,15 +415,14 @@ impl Ledger {
         let at_ms = now_ms();
         let mut chain = self.chain.lock().unwrap_or_else(|p| p.into_inner());
         let position = chain.next;
-        let hash = payload_hash(
-            &chain.last_hash,
+        let head = EntryHead {
             position,
             at_ms,
-            &kind,
-            &actor,
+            kind: &kind,
+            actor: &actor,
             request_id,
-            &payload,
-        );
+        };
+        let hash = head.hash(&chain.last_hash, &payload);
         chain.queue.push(Pending {
             position,
             at_ms,
@@ -890,15 +893,14 @@ impl StoredEntry {
     /// when its payload is unreadable.
     fn hash_at(&self, prev: &[u8; 32], position: u64) -> Option<[u8; 32]> {
         let payload = self.payload.as_ref()?;
-        Some(payload_hash(
-            prev,
+        let head = EntryHead {
             position,
-            self.at_ms,
-            &self.kind,
-            &self.actor,
-            &self.request_id,
-            payload,
-        ))
+            at_ms: self.at_ms,
+            kind: &self.kind,
+            actor: &self.actor,
+            request_id: &self.request_id,
+        };
+        Some(head.hash(prev, payload))
     }
 
     /// Whether its stored hash is what it hashes to after `prev`.
