@@ -504,3 +504,155 @@ async fn a_ledger_from_before_the_compact_rows_still_verifies_and_continues() {
     assert!(!ok);
     assert!(out.contains("entry 1 was altered"), "{out}");
 }
+
+/// Runs the chasqui binary; its exit code and standard output.
+fn chasqui(args: &[&str]) -> (Option<i32>, String) {
+    let out = Command::new(CHASQUI).args(args).output().unwrap();
+    (
+        out.status.code(),
+        String::from_utf8_lossy(&out.stdout).trim().to_string(),
+    )
+}
+
+/// `audit export` writes a range with its checkpoints; `audit verify --file`
+/// checks it without the store, pins the node key when asked, says how far a
+/// checkpoint covers it, and names an entry altered, removed or moved in the
+/// file.
+#[tokio::test]
+async fn an_exported_range_verifies_offline_and_names_tampering() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = store(dir.path()).await;
+    let ledger = Ledger::open_appending(
+        store.sqlite_pool().unwrap().clone(),
+        store.appender().cloned(),
+        &dir.path().join("ledger-ed25519.pk8"),
+    )
+    .await
+    .unwrap();
+    for i in 0..12 {
+        ledger
+            .append("doc.approval", "plugin:t", "", &format!("{{\"i\":{i}}}"))
+            .unwrap();
+    }
+    for i in 12..16u8 {
+        ledger.append_exchange(&format!("req-{i}"), &[i; 32]);
+    }
+    ledger.checkpoint().await.unwrap();
+    for i in 16..19 {
+        ledger
+            .append("doc.approval", "plugin:t", "", &format!("{{\"i\":{i}}}"))
+            .unwrap();
+    }
+    ledger.flush().await.unwrap();
+    let data_dir = dir.path().to_str().unwrap();
+    let file = dir.path().join("range.jsonl");
+    let file = file.to_str().unwrap();
+    let (code, _) = chasqui(&[
+        "audit",
+        "export",
+        "--from",
+        "3",
+        "--to",
+        "15",
+        "--output",
+        file,
+        "--data-dir",
+        data_dir,
+    ]);
+    assert_eq!(code, Some(0));
+    let (code, out) = chasqui(&["audit", "verify", "--file", file]);
+    assert_eq!(code, Some(0), "{out}");
+    assert_eq!(
+        out,
+        "export intact: entries 3 to 15 (13), 1 signed checkpoints verified, all of them covered"
+    );
+    let (node_key,): (String,) = sqlx::query_as("SELECT public_key FROM ledger_checkpoints")
+        .fetch_one(store.sqlite_pool().unwrap())
+        .await
+        .unwrap();
+    let (code, out) = chasqui(&["audit", "verify", "--file", file, "--public-key", &node_key]);
+    assert_eq!(code, Some(0), "{out}");
+    let other_key = "ab".repeat(32);
+    let (code, out) = chasqui(&[
+        "audit",
+        "verify",
+        "--file",
+        file,
+        "--public-key",
+        &other_key,
+    ]);
+    assert_eq!(code, Some(1), "{out}");
+    assert!(
+        out.contains("checkpoint at entry 15 has an invalid signature"),
+        "{out}"
+    );
+
+    // To the end: the entries after the checkpoint are not vouched for.
+    let tail = dir.path().join("tail.jsonl");
+    let tail = tail.to_str().unwrap();
+    let (code, _) = chasqui(&[
+        "audit",
+        "export",
+        "--from",
+        "10",
+        "--output",
+        tail,
+        "--data-dir",
+        data_dir,
+    ]);
+    assert_eq!(code, Some(0));
+    let (code, out) = chasqui(&["audit", "verify", "--file", tail]);
+    assert_eq!(code, Some(0), "{out}");
+    assert!(
+        out.contains("entries 10 to 18 (9)")
+            && out.contains("entries after 15 not covered by a signed checkpoint"),
+        "{out}"
+    );
+
+    // Tampering with the file. Line 0 is the header, line k entry 2 + k.
+    let lines: Vec<String> = std::fs::read_to_string(file)
+        .unwrap()
+        .lines()
+        .map(str::to_string)
+        .collect();
+    let check = |lines: &[String]| {
+        let tampered = dir.path().join("tampered.jsonl");
+        std::fs::write(&tampered, lines.join("\n")).unwrap();
+        chasqui(&["audit", "verify", "--file", tampered.to_str().unwrap()])
+    };
+    let mut altered = lines.clone();
+    let mut entry: serde_json::Value = serde_json::from_str(&altered[3]).unwrap();
+    entry["entry"]["payload"] = "{\"i\":99}".into();
+    altered[3] = entry.to_string();
+    let (code, out) = check(&altered);
+    assert_eq!(code, Some(1));
+    assert!(out.contains("entry 5 was altered"), "{out}");
+    let mut removed = lines.clone();
+    removed.remove(3);
+    let (code, out) = check(&removed);
+    assert_eq!(code, Some(1));
+    assert!(out.contains("entry 5 is missing"), "{out}");
+    let mut moved = lines.clone();
+    moved.swap(3, 4);
+    let (code, out) = check(&moved);
+    assert_eq!(code, Some(1));
+    assert!(out.contains("entry 5 was moved"), "{out}");
+    // The last entry (15, under the checkpoint) dropped.
+    let mut cut = lines.clone();
+    cut.remove(13);
+    let (code, out) = check(&cut);
+    assert_eq!(code, Some(1));
+    assert!(out.contains("entry 15 is missing"), "{out}");
+    // An exchange's digest changed in the file.
+    let mut digest = lines.clone();
+    let mut entry: serde_json::Value = serde_json::from_str(&digest[11]).unwrap();
+    assert_eq!(entry["entry"]["kind"], "exchange");
+    entry["entry"]["payload"] = format!("{{\"digest\":\"{}\",\"v\":1}}", hex(&[0u8; 32])).into();
+    digest[11] = entry.to_string();
+    let (code, out) = check(&digest);
+    assert_eq!(code, Some(1));
+    assert!(out.contains("entry 13 was altered"), "{out}");
+    // Not an export at all.
+    let (code, _) = check(&["{\"entry\":{}}".to_string()]);
+    assert_eq!(code, Some(1));
+}

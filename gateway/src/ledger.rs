@@ -32,8 +32,11 @@
 //! altered, removed or moved, and any checkpoint whose signature or hash
 //! does not match.
 
+mod export;
+
 pub use crate::{hex, hex_into};
 use chasqui_catalog::appender::{AppendError, Appender};
+pub use export::{export, verify_export, ExportError, ExportSummary};
 use ring::rand::SystemRandom;
 use ring::signature::{Ed25519KeyPair, KeyPair, UnparsedPublicKey, ED25519};
 use sha2::{Digest, Sha256};
@@ -857,6 +860,8 @@ pub struct Verification {
     pub checkpoints: u64,
     /// The first problem found, if any.
     pub problem: Option<String>,
+    /// The last entry a verified checkpoint covers.
+    pub covered_to: Option<u64>,
 }
 
 /// The columns of `ledger_log` that [`StoredEntry::read`] reads, in order.
@@ -936,6 +941,32 @@ struct StoredCheckpoint {
     signed: bool,
 }
 
+impl StoredCheckpoint {
+    /// A checkpoint whose signature is checked here: valid for `public_key`
+    /// (hex), and by the key `pinned` when one is given.
+    fn checked(
+        position: u64,
+        hash: String,
+        public_key: &str,
+        signature: &str,
+        pinned: Option<&str>,
+    ) -> StoredCheckpoint {
+        let key_ok = pinned.is_none_or(|k| k.eq_ignore_ascii_case(public_key));
+        let signed = key_ok
+            && match (unhex(&hash), unhex(public_key), unhex(signature)) {
+                (Some(h), Some(pk), Some(sig)) => UnparsedPublicKey::new(&ED25519, pk)
+                    .verify(&checkpoint_message(position, &h), &sig)
+                    .is_ok(),
+                _ => false,
+            };
+        StoredCheckpoint {
+            position,
+            hash,
+            signed,
+        }
+    }
+}
+
 /// Reads every checkpoint and checks its signature.
 async fn read_checkpoints(pool: &SqlitePool) -> Result<Vec<StoredCheckpoint>, sqlx::Error> {
     let rows = sqlx::query(
@@ -945,73 +976,69 @@ async fn read_checkpoints(pool: &SqlitePool) -> Result<Vec<StoredCheckpoint>, sq
     .await?;
     rows.iter()
         .map(|row| {
-            let position = row.try_get::<i64, _>(0)? as u64;
-            let (hash, public_key, signature): (String, String, String) =
-                (row.try_get(1)?, row.try_get(2)?, row.try_get(3)?);
-            let signed = match (unhex(&hash), unhex(&public_key), unhex(&signature)) {
-                (Some(h), Some(pk), Some(sig)) => UnparsedPublicKey::new(&ED25519, pk)
-                    .verify(&checkpoint_message(position, &h), &sig)
-                    .is_ok(),
-                _ => false,
-            };
-            Ok(StoredCheckpoint {
-                position,
-                hash,
-                signed,
-            })
+            let (public_key, signature): (String, String) = (row.try_get(2)?, row.try_get(3)?);
+            Ok(StoredCheckpoint::checked(
+                row.try_get::<i64, _>(0)? as u64,
+                row.try_get(1)?,
+                &public_key,
+                &signature,
+                None,
+            ))
         })
         .collect()
 }
 
-/// Checks a ledger offline: the chain from the first entry (read a page at
-/// a time), every checkpoint's signature, and that each signed checkpoint
-/// holds the hash the chain has at its position.
-pub async fn verify(pool: &SqlitePool) -> Result<Verification, sqlx::Error> {
-    let checkpoints = read_checkpoints(pool).await?;
-    let mut report = Verification::default();
-    // The signed checkpoints' hashes by position, removed when matched.
-    let mut unmatched: std::collections::BTreeMap<u64, &str> = checkpoints
-        .iter()
-        .filter(|c| c.signed)
-        .map(|c| (c.position, c.hash.as_str()))
-        .collect();
-    let mut ahead = std::collections::VecDeque::new();
-    let mut next_page = Some(0i64);
-    // The hashes of the last two entries that followed the chain.
-    let mut behind: std::collections::VecDeque<[u8; 32]> = [[0u8; 32]].into();
-    let mut expected: u64 = 0;
-    loop {
-        // A mismatch looks at the next two entries: keep three read ahead.
-        while ahead.len() < 3 {
-            let Some(from) = next_page else { break };
-            let rows = sqlx::query(&format!(
-                "SELECT {ENTRY_COLUMNS} FROM ledger_log WHERE position >= ? ORDER BY position LIMIT ?"
-            ))
-            .bind(from)
-            .bind(VERIFY_PAGE)
-            .fetch_all(pool)
-            .await?;
-            let read = rows
+/// The check of a chain of entries given in order (from the store a page at
+/// a time, or from an export), against the checkpoints over it.
+struct ChainWalk<'c> {
+    checkpoints: &'c [StoredCheckpoint],
+    /// The signed checkpoints' hashes by position, removed when matched.
+    unmatched: std::collections::BTreeMap<u64, &'c str>,
+    /// The hashes of the last two entries that followed the chain.
+    behind: std::collections::VecDeque<[u8; 32]>,
+    expected: u64,
+    report: Verification,
+}
+
+impl<'c> ChainWalk<'c> {
+    /// A walk whose first entry is at `first`, after an entry hashed `prev`.
+    fn new(first: u64, prev: [u8; 32], checkpoints: &'c [StoredCheckpoint]) -> ChainWalk<'c> {
+        ChainWalk {
+            checkpoints,
+            unmatched: checkpoints
                 .iter()
-                .map(StoredEntry::read)
-                .collect::<Result<Vec<_>, _>>()?;
-            next_page = match read.last() {
-                Some(last) if read.len() as i64 == VERIFY_PAGE => Some(last.position as i64 + 1),
-                _ => None,
-            };
-            ahead.extend(read);
+                .filter(|c| c.signed)
+                .map(|c| (c.position, c.hash.as_str()))
+                .collect(),
+            behind: [prev].into(),
+            expected: first,
+            report: Verification::default(),
         }
-        let Some(entry) = ahead.pop_front() else {
-            break;
-        };
-        report.entries += 1;
+    }
+
+    /// Checks the next entry, with the (up to) two entries after it in
+    /// `ahead`; `false` once a problem is found (the walk is over).
+    fn step(
+        &mut self,
+        entry: &StoredEntry,
+        ahead: &std::collections::VecDeque<StoredEntry>,
+    ) -> bool {
+        let expected = self.expected;
+        self.report.entries += 1;
         if entry.position != expected {
-            report.problem = Some(format!("entry {expected} is missing (removed)"));
-            break;
+            // In a store positions are unique and ordered; in an export an
+            // entry may also come later than its place.
+            let later = ahead.iter().take(2).any(|e| e.position == expected);
+            self.report.problem = Some(if later {
+                format!("entry {expected} was moved (reordered)")
+            } else {
+                format!("entry {expected} is missing (removed)")
+            });
+            return false;
         }
-        let running = behind.back().copied().unwrap_or([0; 32]);
+        let running = self.behind.back().copied().unwrap_or([0; 32]);
         if !entry.follows(&running) {
-            let mut near: Vec<[u8; 32]> = behind.iter().copied().collect();
+            let mut near: Vec<[u8; 32]> = self.behind.iter().copied().collect();
             near.extend(
                 ahead
                     .iter()
@@ -1019,49 +1046,106 @@ pub async fn verify(pool: &SqlitePool) -> Result<Verification, sqlx::Error> {
                     .filter_map(|e| <[u8; 32]>::try_from(e.hash.as_slice()).ok()),
             );
             near.push([0; 32]);
-            report.problem = Some(if was_moved(&entry, &near) {
+            self.report.problem = Some(if was_moved(entry, &near) {
                 format!("entry {expected} was moved (reordered)")
             } else {
                 format!("entry {expected} was altered")
             });
-            break;
+            return false;
         }
         // `follows` compared it with a 32-byte hash.
         let mut hash = [0u8; 32];
         hash.copy_from_slice(&entry.hash);
-        if let Some(signed) = unmatched.remove(&expected) {
+        if let Some(signed) = self.unmatched.remove(&expected) {
             if signed != hex(&hash) {
-                report.problem = Some(format!(
+                self.report.problem = Some(format!(
                     "checkpoint at entry {expected} does not match the ledger"
                 ));
-                break;
+                return false;
             }
-            report.checkpoints += 1;
+            self.report.checkpoints += 1;
+            self.report.covered_to = Some(expected);
         }
-        if behind.len() == 2 {
-            behind.pop_front();
+        if self.behind.len() == 2 {
+            self.behind.pop_front();
         }
-        behind.push_back(hash);
-        expected += 1;
+        self.behind.push_back(hash);
+        self.expected += 1;
+        true
     }
-    if report.problem.is_none() {
-        report.problem = checkpoints
-            .iter()
-            .find(|c| !c.signed)
-            .map(|c| {
-                format!(
-                    "checkpoint at entry {} has an invalid signature",
-                    c.position
-                )
-            })
-            .or_else(|| {
-                // Signed over entries the ledger no longer has.
-                unmatched.keys().next().map(|position| {
-                    format!("checkpoint at entry {position} does not match the ledger")
+
+    /// The report once every entry was given: a checkpoint whose signature
+    /// failed, or one signed over an entry the chain did not reach, is a
+    /// problem when the chain itself had none.
+    fn finish(mut self) -> Verification {
+        if self.report.problem.is_none() {
+            self.report.problem = self
+                .checkpoints
+                .iter()
+                .find(|c| !c.signed)
+                .map(|c| {
+                    format!(
+                        "checkpoint at entry {} has an invalid signature",
+                        c.position
+                    )
                 })
-            });
+                .or_else(|| {
+                    // Signed over entries the ledger no longer has.
+                    self.unmatched.keys().next().map(|position| {
+                        format!("checkpoint at entry {position} does not match the ledger")
+                    })
+                });
+        }
+        self.report
     }
-    Ok(report)
+}
+
+/// Checks a ledger offline: the chain from the first entry (read a page at
+/// a time), every checkpoint's signature, and that each signed checkpoint
+/// holds the hash the chain has at its position.
+pub async fn verify(pool: &SqlitePool) -> Result<Verification, sqlx::Error> {
+    let checkpoints = read_checkpoints(pool).await?;
+    let mut walk = ChainWalk::new(0, [0; 32], &checkpoints);
+    let mut ahead = std::collections::VecDeque::new();
+    let mut next_page = Some(0u64);
+    loop {
+        // A mismatch looks at the next two entries: keep three read ahead.
+        while ahead.len() < 3 {
+            let Some(from) = next_page else { break };
+            let read = read_entries(pool, from, u64::MAX).await?;
+            next_page = match read.last() {
+                Some(last) if read.len() as i64 == VERIFY_PAGE => Some(last.position + 1),
+                _ => None,
+            };
+            ahead.extend(read);
+        }
+        let Some(entry) = ahead.pop_front() else {
+            break;
+        };
+        if !walk.step(&entry, &ahead) {
+            break;
+        }
+    }
+    Ok(walk.finish())
+}
+
+/// Up to [`VERIFY_PAGE`] stored entries from position `from` to `to`, in order.
+async fn read_entries(
+    pool: &SqlitePool,
+    from: u64,
+    to: u64,
+) -> Result<Vec<StoredEntry>, sqlx::Error> {
+    let to = i64::try_from(to).unwrap_or(i64::MAX);
+    let rows = sqlx::query(&format!(
+        "SELECT {ENTRY_COLUMNS} FROM ledger_log WHERE position >= ? AND position <= ? \
+         ORDER BY position LIMIT ?"
+    ))
+    .bind(from as i64)
+    .bind(to)
+    .bind(VERIFY_PAGE)
+    .fetch_all(pool)
+    .await?;
+    rows.iter().map(StoredEntry::read).collect()
 }
 
 impl crate::plugin::EvidenceSink for Ledger {
