@@ -743,6 +743,39 @@ async fn consume_walk(db: Db) {
         .all(|e| e["actor"].as_str().unwrap().starts_with("consumer:")));
     sin.problem(Method::GET, "/audit", None, 403, "forbidden")
         .await;
+    // The ledger as an export, for operators only, that verifies offline.
+    let resp = op.send(Method::GET, "/audit/export", None).await;
+    assert_eq!(resp.status(), 200);
+    assert_eq!(resp.headers()["content-type"], "application/x-ndjson");
+    let export = resp.text().await.unwrap();
+    assert!(
+        export.starts_with("{\"header\":{\"format\":1,\"from\":0,"),
+        "{export}"
+    );
+    assert!(export.contains("admin.access-request.enable_test"));
+    let export_file = tempfile::NamedTempFile::new().unwrap();
+    std::fs::write(export_file.path(), &export).unwrap();
+    let verify = gw.cli(&[
+        "audit",
+        "verify",
+        "--file",
+        export_file.path().to_str().unwrap(),
+    ]);
+    let verified = String::from_utf8_lossy(&verify.stdout);
+    assert!(
+        verify.status.success() && verified.contains("export intact"),
+        "{verified}"
+    );
+    op.problem(
+        Method::GET,
+        "/audit/export?from=5&to=2",
+        None,
+        422,
+        "validation",
+    )
+    .await;
+    sin.problem(Method::GET, "/audit/export", None, 403, "forbidden")
+        .await;
     // Each admin request's log line names the principal, never a token.
     let log = gw.log();
     assert!(

@@ -31,7 +31,7 @@ use utoipa::{Modify, OpenApi};
         records::list,
         policies::list, policies::current, policies::get, policies::diff, policies::apply, policies::rollback,
         usage::usage, usage::usage_csv, usage::fees, usage::fees_csv,
-        audit::list,
+        audit::list, audit::export,
         metrics::scrape,
     ),
     modifiers(&AdminToken, &Operations),

@@ -77,6 +77,7 @@ pub fn table() -> Vec<Route> {
         route!(GET "/fees" => usage::fees),
         route!(GET "/fees.csv" => usage::fees_csv),
         route!(GET "/audit" => audit::list),
+        route!(GET "/audit/export" => audit::export),
         route!(GET "/metrics" => metrics::scrape),
     ]
 }

@@ -6,7 +6,10 @@ use super::ApiResult;
 use crate::admin::error::{ApiError, ProblemBody};
 use crate::admin::extract::{Auth, Params};
 use crate::admin::AppState;
+use crate::ledger::ExportError;
 use axum::extract::State;
+use axum::http::header;
+use axum::response::{IntoResponse, Response};
 use axum::Json;
 use chasqui_catalog::domain::{like_pattern, Page, PageRequest};
 use serde::{Deserialize, Serialize};
@@ -105,6 +108,69 @@ pub async fn list(
         .collect::<Result<Vec<_>, sqlx::Error>>()
         .map_err(|e| ApiError::internal(&e))?;
     Ok(Json(page.finish(items, |e| e.position + 1)))
+}
+
+/// Range of `GET /audit/export`.
+#[derive(Debug, Deserialize, IntoParams)]
+#[into_params(parameter_in = Query)]
+#[serde(deny_unknown_fields)]
+pub struct ExportQuery {
+    /// First entry (default 0).
+    pub from: Option<u64>,
+    /// Last entry (default: the last, at most [`MAX_EXPORT_ENTRIES`] from `from`).
+    pub to: Option<u64>,
+}
+
+/// Entries one `GET /audit/export` may hold: the export is built in memory.
+pub const MAX_EXPORT_ENTRIES: u64 = 100_000;
+
+/// A range of the ledger as JSON Lines (a header, each entry as hashed, the
+/// signed checkpoints in the range), which `chasqui audit verify --file`
+/// checks offline (operators).
+#[utoipa::path(get, path = "/audit/export", tag = "audit", params(ExportQuery),
+    responses((status = 200, description = "The range as JSON Lines", body = String,
+            content_type = "application/x-ndjson"),
+        (status = 401, body = ProblemBody), (status = 403, body = ProblemBody),
+        (status = 422, body = ProblemBody)))]
+pub async fn export(
+    auth: Auth,
+    State(state): State<AppState>,
+    Params(q): Params<ExportQuery>,
+) -> ApiResult<Response> {
+    auth.actor.require_operator("export the audit ledger")?;
+    let from = q.from.unwrap_or(0);
+    let last_allowed = from.saturating_add(MAX_EXPORT_ENTRIES - 1);
+    let to = match q.to {
+        Some(to) if to < from => return Err(ApiError::field("to", "must not be before `from`")),
+        Some(to) if to > last_allowed => {
+            return Err(ApiError::field(
+                "to",
+                format!("an export holds at most {MAX_EXPORT_ENTRIES} entries"),
+            ))
+        }
+        Some(to) => to,
+        None => last_allowed,
+    };
+    let mut body = Vec::new();
+    let summary =
+        match crate::ledger::export(&state.gateway.ledger_pool, from, Some(to), &mut body).await {
+            Ok(summary) => summary,
+            Err(ExportError::Range(why)) => return Err(ApiError::field("from", why)),
+            Err(e) => return Err(ApiError::internal(&e)),
+        };
+    let name = format!("chasqui-ledger-{}-{}.jsonl", summary.from, summary.to);
+    Ok((
+        [
+            (header::CONTENT_TYPE, "application/x-ndjson".to_string()),
+            (
+                header::CONTENT_DISPOSITION,
+                format!("attachment; filename=\"{name}\""),
+            ),
+            (header::CACHE_CONTROL, "no-store".to_string()),
+        ],
+        body,
+    )
+        .into_response())
 }
 
 /// A `LIKE` pattern for "starts with `prefix`", with `%`, `_` and `\`
