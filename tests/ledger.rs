@@ -25,6 +25,19 @@ async fn store(dir: &Path) -> Store {
     Store::open_sqlite(&dir.join("chasqui.db")).await.unwrap()
 }
 
+/// The ledger of `store` (in `dir`), written as the gateway writes it:
+/// through the file's append connection (other tests here write through the
+/// sqlx pool).
+async fn appending_ledger(dir: &Path, store: &Store) -> std::sync::Arc<Ledger> {
+    Ledger::open_appending(
+        store.sqlite_pool().unwrap().clone(),
+        store.appender().cloned(),
+        &dir.join("ledger-ed25519.pk8"),
+    )
+    .await
+    .unwrap()
+}
+
 async fn exec(store: &Store, sql: &str) {
     sqlx::query(sql)
         .execute(store.sqlite_pool().unwrap())
@@ -36,16 +49,7 @@ async fn exec(store: &Store, sql: &str) {
 async fn the_chain_verifies_and_every_tampering_is_named() {
     let dir = tempfile::tempdir().unwrap();
     let store = store(dir.path()).await;
-    let key = dir.path().join("ledger-ed25519.pk8");
-    // Written as the gateway writes it, through the file's append connection
-    // (the other tests here write through the sqlx pool).
-    let ledger = Ledger::open_appending(
-        store.sqlite_pool().unwrap().clone(),
-        store.appender().cloned(),
-        &key,
-    )
-    .await
-    .unwrap();
+    let ledger = appending_ledger(dir.path(), &store).await;
     let mut receipts = Vec::new();
     for i in 0..12 {
         let payload = format!(
@@ -313,13 +317,7 @@ async fn concurrent_committed_exchanges_are_each_stored_before_returning() {
 async fn exchange_entries_are_stored_as_digests_and_their_tampering_is_named() {
     let dir = tempfile::tempdir().unwrap();
     let store = store(dir.path()).await;
-    let ledger = Ledger::open_appending(
-        store.sqlite_pool().unwrap().clone(),
-        store.appender().cloned(),
-        &dir.path().join("ledger-ed25519.pk8"),
-    )
-    .await
-    .unwrap();
+    let ledger = appending_ledger(dir.path(), &store).await;
     ledger
         .append("doc.approval", "plugin:t", "r0", "{}")
         .unwrap();
@@ -464,13 +462,7 @@ async fn a_ledger_from_before_the_compact_rows_still_verifies_and_continues() {
             .await
             .unwrap();
     assert_eq!(shown[1], (exchange, old_hashes[1].clone()));
-    let ledger = Ledger::open_appending(
-        pool.clone(),
-        store.appender().cloned(),
-        &dir.path().join("ledger-ed25519.pk8"),
-    )
-    .await
-    .unwrap();
+    let ledger = appending_ledger(dir.path(), &store).await;
     ledger.append_exchange("req-3", &[3u8; 32]);
     let next = ledger.append("doc.approval", "plugin:t", "", "{}").unwrap();
     assert_eq!(next.position, 4);
@@ -522,13 +514,7 @@ fn chasqui(args: &[&str]) -> (Option<i32>, String) {
 async fn an_exported_range_verifies_offline_and_names_tampering() {
     let dir = tempfile::tempdir().unwrap();
     let store = store(dir.path()).await;
-    let ledger = Ledger::open_appending(
-        store.sqlite_pool().unwrap().clone(),
-        store.appender().cloned(),
-        &dir.path().join("ledger-ed25519.pk8"),
-    )
-    .await
-    .unwrap();
+    let ledger = appending_ledger(dir.path(), &store).await;
     for i in 0..12 {
         ledger
             .append("doc.approval", "plugin:t", "", &format!("{{\"i\":{i}}}"))
