@@ -280,7 +280,8 @@ async fn concurrent_committed_exchanges_are_each_stored_before_returning() {
         let ledger = Arc::clone(&ledger);
         let pool = pool.clone();
         tasks.push(tokio::spawn(async move {
-            let request_id = format!("req-{i:04}");
+            // The gateway's form of request id: stored in runs.
+            let request_id = format!("{i:032x}");
             let digest = [i as u8; 32];
             let committed = ledger
                 .commit_exchange(&request_id, &digest, Duration::from_secs(10))
@@ -310,29 +311,50 @@ async fn concurrent_committed_exchanges_are_each_stored_before_returning() {
     assert_eq!(positions, (0..200).collect::<Vec<i64>>());
 }
 
-/// An exchange's entry keeps only its digest (32 bytes) and its hash (32
-/// bytes); the `ledger_entries` view shows the JSON text that was hashed,
-/// and a digest changed in the store is named.
+/// The gateway's request id of exchange `i` (32 lowercase hex digits).
+fn request_id(i: u8) -> String {
+    hex(&[i; 16])
+}
+
+/// Exchanges' entries are stored in runs (one row of `ledger_runs` per
+/// write, up to 256 entries, 93 bytes each: the digest and the hash as 32
+/// bytes); the `ledger_entries` view shows every entry as it was hashed,
+/// and a digest, a time or a length changed in a run's body is named.
 #[tokio::test]
-async fn exchange_entries_are_stored_as_digests_and_their_tampering_is_named() {
+async fn exchange_entries_are_stored_in_runs_and_their_tampering_is_named() {
     let dir = tempfile::tempdir().unwrap();
     let store = store(dir.path()).await;
     let ledger = appending_ledger(dir.path(), &store).await;
     ledger
         .append("doc.approval", "plugin:t", "r0", "{}")
         .unwrap();
-    // One write of 234 entries.
-    for i in 1..=233u8 {
-        ledger.append_exchange(&format!("req-{i}"), &[i; 32]);
+    // One write of 300 entries: exchanges 1 to 299, except 150, whose
+    // request id is not the gateway's form (it becomes a row).
+    for i in 1..=299u16 {
+        let id = if i == 150 {
+            "req-150".to_string()
+        } else {
+            request_id(i as u8)
+        };
+        ledger.append_exchange(&id, &[i as u8; 32]);
     }
     ledger.checkpoint().await.unwrap();
     let pool = store.sqlite_pool().unwrap();
-    let (payload, digest, hash_bytes): (Option<String>, Vec<u8>, i64) =
-        sqlx::query_as("SELECT payload, digest, length(hash) FROM ledger_log WHERE position = 2")
-            .fetch_one(pool)
-            .await
-            .unwrap();
-    assert_eq!((payload, digest, hash_bytes), (None, vec![2u8; 32], 32));
+    let runs: Vec<(i64, i64)> = sqlx::query_as(
+        "SELECT first_position, length(body) FROM ledger_runs ORDER BY first_position",
+    )
+    .fetch_all(pool)
+    .await
+    .unwrap();
+    assert_eq!(runs, [(1, 149 * 93), (151, 149 * 93)]);
+    let rows: Vec<(i64, Option<String>, Vec<u8>, i64)> = sqlx::query_as(
+        "SELECT position, payload, digest, length(hash) FROM ledger_log ORDER BY position",
+    )
+    .fetch_all(pool)
+    .await
+    .unwrap();
+    assert_eq!(rows.len(), 2);
+    assert_eq!(rows[1], (150, None, vec![150u8; 32], 32));
     // What the view shows is what was hashed: the chain recomputes from it.
     let shown: Vec<(i64, i64, String, String, String, String, String)> = sqlx::query_as(
         "SELECT position, at_ms, kind, actor, request_id, payload, hash FROM ledger_entries ORDER BY position",
@@ -340,6 +362,15 @@ async fn exchange_entries_are_stored_as_digests_and_their_tampering_is_named() {
     .fetch_all(pool)
     .await
     .unwrap();
+    assert_eq!(shown.len(), 300);
+    assert_eq!(
+        (
+            shown[2].2.as_str(),
+            shown[2].3.as_str(),
+            shown[2].4.as_str()
+        ),
+        ("exchange", "gateway", request_id(2).as_str())
+    );
     assert_eq!(
         shown[2].5,
         format!("{{\"digest\":\"{}\",\"v\":1}}", hex(&[2u8; 32]))
@@ -362,17 +393,62 @@ async fn exchange_entries_are_stored_as_digests_and_their_tampering_is_named() {
     assert!(ok, "{out}");
     assert_eq!(
         out,
-        "ledger intact: 234 entries, 1 signed checkpoints verified"
+        "ledger intact: 300 entries, 1 signed checkpoints verified"
     );
-
-    exec(
-        &store,
-        "UPDATE ledger_log SET digest = zeroblob(32) WHERE position = 2",
-    )
-    .await;
+    // A range that starts and ends inside runs exports and verifies offline.
+    let mut file = Vec::new();
+    let summary = chasqui::ledger::export(pool, 100, Some(200), &mut file)
+        .await
+        .unwrap();
+    assert_eq!((summary.from, summary.to, summary.entries), (100, 200, 101));
+    let (_, report) = chasqui::ledger::verify_export(&file[..], None).unwrap();
+    assert!(report.problem.is_none(), "{:?}", report.problem);
+    assert_eq!(report.entries, 101);
+    // The ledger continues after a restart from the last run's last entry.
+    drop(ledger);
+    let ledger = appending_ledger(dir.path(), &store).await;
+    ledger.append_exchange(&request_id(0), &[0; 32]);
+    ledger.flush().await.unwrap();
     let (ok, out) = verify(dir.path());
-    assert!(!ok);
-    assert!(out.contains("entry 2 was altered"), "{out}");
+    assert!(ok && out.contains("301 entries"), "{out}");
+
+    exec(&store, "CREATE TABLE backup AS SELECT * FROM ledger_runs").await;
+    let restore = "DELETE FROM ledger_runs; INSERT INTO ledger_runs SELECT * FROM backup;";
+    // The digest of entry 2 (the run's second entry, bytes 94 to 186):
+    // digest at offset 29 within it.
+    for (tampering, named) in [
+        (
+            "UPDATE ledger_runs SET body = CAST(substr(body, 1, 93 + 29) || zeroblob(32) || substr(body, 93 + 62) AS BLOB) \
+             WHERE first_position = 1",
+            "entry 2 was altered",
+        ),
+        // Entry 3's time, one millisecond later (its last digit).
+        (
+            "UPDATE ledger_runs SET body = CAST(substr(body, 1, 2 * 93 + 12) \
+             || CAST(CAST((CAST(CAST(substr(body, 2 * 93 + 13, 1) AS TEXT) AS INTEGER) + 1) % 10 AS TEXT) AS BLOB) \
+             || substr(body, 2 * 93 + 14) AS BLOB) WHERE first_position = 1",
+            "entry 3 was altered",
+        ),
+        // Entry 4 cut out of its run: entry 5 now sits at 4.
+        (
+            "UPDATE ledger_runs SET body = CAST(substr(body, 1, 3 * 93) || substr(body, 4 * 93 + 1) AS BLOB) \
+             WHERE first_position = 1",
+            "entry 4 was",
+        ),
+        // The second run deleted.
+        (
+            "DELETE FROM ledger_runs WHERE first_position = 151",
+            "entry 151 is missing (removed)",
+        ),
+    ] {
+        exec(&store, tampering).await;
+        let (ok, out) = verify(dir.path());
+        assert!(!ok, "{tampering}: {out}");
+        assert!(out.contains(named), "{tampering}: {out}");
+        exec(&store, restore).await;
+        let (ok, out) = verify(dir.path());
+        assert!(ok, "restored: {out}");
+    }
 }
 
 /// Writes `rows` (kind, payload) as the ledger was stored before migration

@@ -28,11 +28,17 @@
 //!
 //! Other entries (admin actions, plugin evidence) follow the batched rule.
 //!
+//! Storage: entries are rows of `ledger_log`, except the exchanges of one
+//! write, which share a row of `ledger_runs` (up to 256 entries of 93
+//! bytes, see [`runs`]); readers merge the two by position, and the view
+//! `ledger_entries` shows every entry as it is hashed.
+//!
 //! [`verify`] checks a ledger offline and names the first entry that was
 //! altered, removed or moved, and any checkpoint whose signature or hash
 //! does not match.
 
 mod export;
+mod runs;
 
 pub use crate::{hex, hex_into};
 use chasqui_catalog::appender::{AppendError, Appender};
@@ -311,20 +317,15 @@ impl Ledger {
         key_path: &Path,
     ) -> Result<Arc<Ledger>, LedgerError> {
         let key = node_key(key_path)?;
-        let last =
-            sqlx::query("SELECT position, hash FROM ledger_log ORDER BY position DESC LIMIT 1")
-                .fetch_optional(&pool)
-                .await?;
-        let (next, last_hash) = match last {
-            Some(row) => {
-                let position: i64 = row.try_get(0)?;
-                let hash: Vec<u8> = row.try_get(1)?;
-                let last_hash: [u8; 32] = hash.try_into().map_err(|_| {
+        let (next, last_hash) = match last_entry(&pool).await? {
+            Some(last) => {
+                let last_hash: [u8; 32] = last.hash.try_into().map_err(|_| {
                     LedgerError::Invalid(format!(
-                        "the stored hash of entry {position} is not a SHA-256"
+                        "the stored hash of entry {} is not a SHA-256",
+                        last.position
                     ))
                 })?;
-                (position as u64 + 1, last_hash)
+                (last.position + 1, last_hash)
             }
             None => (0, [0u8; 32]),
         };
@@ -640,23 +641,27 @@ impl Ledger {
         batch: &[Pending],
         checkpoint: Option<&CheckpointRow>,
     ) -> Result<(), LedgerError> {
-        if checkpoint.is_none() && batch.len() <= ROWS_PER_INSERT {
+        // Many rows per statement: with every exchange in the ledger a batch
+        // holds hundreds of entries, and one statement each would make the
+        // write (and so a strict answer's wait) several times longer.
+        let pieces = runs::pieces(batch, ROWS_PER_INSERT);
+        let statements: Vec<(String, Vec<u8>)> = pieces.iter().map(piece_statement).collect();
+        let queries = pieces
+            .iter()
+            .zip(&statements)
+            .map(|(p, s)| piece_query(p, s));
+        if let (1, None) = (pieces.len(), checkpoint) {
             // One statement is its own transaction: one round trip to the
             // connection's worker thread instead of three (BEGIN, INSERT,
             // COMMIT), on the path every strict answer waits for.
-            if !batch.is_empty() {
-                let sql = entries_insert(batch.len());
-                bind_entries(&sql, batch).execute(&self.pool).await?;
+            for query in queries {
+                query.execute(&self.pool).await?;
             }
             return Ok(());
         }
         let mut tx = self.pool.begin().await?;
-        // Many rows per statement: with every exchange in the ledger a batch
-        // holds hundreds of entries, and one statement each would make the
-        // write (and so a strict answer's wait) several times longer.
-        for rows in batch.chunks(ROWS_PER_INSERT) {
-            let sql = entries_insert(rows.len());
-            bind_entries(&sql, rows).execute(&mut *tx).await?;
+        for query in queries {
+            query.execute(&mut *tx).await?;
         }
         if let Some(c) = checkpoint {
             sqlx::query(CHECKPOINT_INSERT)
@@ -688,7 +693,7 @@ impl Ledger {
     }
 }
 
-/// `INSERT INTO ledger_entries ... VALUES (...), ...` for `rows` entries.
+/// `INSERT INTO ledger_log ... VALUES (...), ...` for `rows` entries.
 /// The placeholders are anonymous: sqlx binds a numbered one (`$N`) by
 /// asking SQLite for its name, which SQLite finds by a linear scan of the
 /// statement's names, so 800 numbered parameters cost O(n^2) per statement
@@ -706,25 +711,47 @@ fn entries_insert(rows: usize) -> String {
     sql
 }
 
-/// [`entries_insert`]'s statement with `rows` bound, in order.
-fn bind_entries<'q>(
-    sql: &'q str,
-    rows: &'q [Pending],
-) -> sqlx::query::Query<'q, sqlx::Sqlite, sqlx::sqlite::SqliteArguments<'q>> {
-    let mut query = sqlx::query(sql);
-    for e in rows {
-        let (text, digest) = e.payload.columns();
-        query = query
-            .bind(e.position as i64)
-            .bind(e.at_ms)
-            .bind(&*e.kind)
-            .bind(&*e.actor)
-            .bind(e.request_id.as_str())
-            .bind(text)
-            .bind(digest)
-            .bind(&e.hash[..]);
+const RUN_INSERT: &str = "INSERT INTO ledger_runs (first_position, body) VALUES (?1, ?2)";
+
+/// The SQL text and the run body (empty for rows) that store `piece`.
+fn piece_statement(piece: &runs::Piece<'_>) -> (String, Vec<u8>) {
+    match piece {
+        runs::Piece::Rows(rows) => (entries_insert(rows.len()), Vec::new()),
+        runs::Piece::Run(entries) => {
+            let mut body = Vec::new();
+            runs::encode(entries, &mut body);
+            (RUN_INSERT.to_string(), body)
+        }
     }
-    query
+}
+
+/// The query that stores `piece` through the pool, with its statement made
+/// by [`piece_statement`].
+fn piece_query<'q>(
+    piece: &runs::Piece<'q>,
+    (sql, body): &'q (String, Vec<u8>),
+) -> sqlx::query::Query<'q, sqlx::Sqlite, sqlx::sqlite::SqliteArguments<'q>> {
+    match piece {
+        runs::Piece::Rows(rows) => {
+            let mut query = sqlx::query(sql);
+            for e in rows.iter() {
+                let (text, digest) = e.payload.columns();
+                query = query
+                    .bind(e.position as i64)
+                    .bind(e.at_ms)
+                    .bind(&*e.kind)
+                    .bind(&*e.actor)
+                    .bind(e.request_id.as_str())
+                    .bind(text)
+                    .bind(digest)
+                    .bind(&e.hash[..]);
+            }
+            query
+        }
+        runs::Piece::Run(entries) => sqlx::query(sql)
+            .bind(entries[0].position as i64)
+            .bind(&body[..]),
+    }
 }
 
 /// A signed checkpoint, as stored.
@@ -740,29 +767,41 @@ const CHECKPOINT_INSERT: &str =
     "INSERT INTO ledger_checkpoints (position, hash, at_ms, public_key, signature) \
      VALUES (?1, ?2, ?3, ?4, ?5) ON CONFLICT (position) DO NOTHING";
 
-/// Inserts `batch` one prepared row at a time, and the checkpoint, in the
-/// append connection's transaction.
+/// Inserts `batch` (its exchanges in runs, other entries one prepared row
+/// at a time) and the checkpoint, in the append connection's transaction.
 fn append_entries(
     tx: &rusqlite::Transaction<'_>,
     batch: &[Pending],
     checkpoint: Option<&CheckpointRow>,
 ) -> rusqlite::Result<()> {
-    let mut insert = tx.prepare_cached(
-        "INSERT INTO ledger_log (position, at_ms, kind, actor, request_id, payload, digest, hash) \
-         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8)",
-    )?;
-    for e in batch {
-        let (text, digest) = e.payload.columns();
-        insert.execute(rusqlite::params![
-            e.position as i64,
-            e.at_ms,
-            &*e.kind,
-            &*e.actor,
-            e.request_id,
-            text,
-            digest,
-            &e.hash[..],
-        ])?;
+    let mut body = Vec::new();
+    for piece in runs::pieces(batch, usize::MAX) {
+        match piece {
+            runs::Piece::Rows(rows) => {
+                let mut insert = tx.prepare_cached(
+                    "INSERT INTO ledger_log (position, at_ms, kind, actor, request_id, payload, digest, hash) \
+                     VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8)",
+                )?;
+                for e in rows {
+                    let (text, digest) = e.payload.columns();
+                    insert.execute(rusqlite::params![
+                        e.position as i64,
+                        e.at_ms,
+                        &*e.kind,
+                        &*e.actor,
+                        e.request_id,
+                        text,
+                        digest,
+                        &e.hash[..],
+                    ])?;
+                }
+            }
+            runs::Piece::Run(entries) => {
+                runs::encode(entries, &mut body);
+                tx.prepare_cached(RUN_INSERT)?
+                    .execute(rusqlite::params![entries[0].position as i64, &body[..]])?;
+            }
+        }
     }
     if let Some(c) = checkpoint {
         tx.prepare_cached(CHECKPOINT_INSERT)?
@@ -1129,23 +1168,123 @@ pub async fn verify(pool: &SqlitePool) -> Result<Verification, sqlx::Error> {
     Ok(walk.finish())
 }
 
-/// Up to [`VERIFY_PAGE`] stored entries from position `from` to `to`, in order.
+/// Up to [`VERIFY_PAGE`] stored entries from position `from` to `to`, in
+/// order, from both tables (rows of `ledger_log`, runs of `ledger_runs`).
 async fn read_entries(
     pool: &SqlitePool,
     from: u64,
     to: u64,
 ) -> Result<Vec<StoredEntry>, sqlx::Error> {
+    let first = i64::try_from(from).unwrap_or(i64::MAX);
     let to = i64::try_from(to).unwrap_or(i64::MAX);
     let rows = sqlx::query(&format!(
         "SELECT {ENTRY_COLUMNS} FROM ledger_log WHERE position >= ? AND position <= ? \
          ORDER BY position LIMIT ?"
     ))
-    .bind(from as i64)
+    .bind(first)
     .bind(to)
     .bind(VERIFY_PAGE)
     .fetch_all(pool)
     .await?;
-    rows.iter().map(StoredEntry::read).collect()
+    let logged = rows
+        .iter()
+        .map(StoredEntry::read)
+        .collect::<Result<Vec<_>, _>>()?;
+    // A run holding `from` starts at most MAX_RUN entries before it (one
+    // more for an overlong, altered body's last, unreadable entry); each
+    // run holds an entry, so a page of runs holds a page of entries.
+    let runs = sqlx::query(
+        "SELECT first_position, body FROM ledger_runs \
+         WHERE first_position >= ? AND first_position <= ? ORDER BY first_position LIMIT ?",
+    )
+    .bind(first.saturating_sub(runs::MAX_RUN as i64))
+    .bind(to)
+    .bind(VERIFY_PAGE)
+    .fetch_all(pool)
+    .await?;
+    let mut in_runs = Vec::new();
+    for row in &runs {
+        let (first_position, body): (i64, Vec<u8>) = (row.try_get(0)?, row.try_get(1)?);
+        in_runs.extend(
+            runs::decode(first_position as u64, &body)
+                .into_iter()
+                .filter(|e| (from..=to as u64).contains(&e.position)),
+        );
+    }
+    let mut entries = merge_by_position(logged, in_runs);
+    entries.truncate(VERIFY_PAGE as usize);
+    Ok(entries)
+}
+
+/// Two lists ordered by position as one (an entry stored twice, only in an
+/// altered store, is kept twice).
+fn merge_by_position(a: Vec<StoredEntry>, b: Vec<StoredEntry>) -> Vec<StoredEntry> {
+    if b.is_empty() {
+        return a;
+    }
+    if a.is_empty() {
+        return b;
+    }
+    let mut merged = Vec::with_capacity(a.len() + b.len());
+    let (mut a, mut b) = (a.into_iter().peekable(), b.into_iter().peekable());
+    loop {
+        let next = match (a.peek(), b.peek()) {
+            (Some(x), Some(y)) if x.position <= y.position => a.next(),
+            (Some(_), Some(_)) => b.next(),
+            (Some(_), None) => a.next(),
+            (None, _) => b.next(),
+        };
+        match next {
+            Some(e) => merged.push(e),
+            None => return merged,
+        }
+    }
+}
+
+/// Every stored entry from `from` to `to`, page by page (a bounded range:
+/// a receipt's way to its checkpoint).
+async fn read_range(
+    pool: &SqlitePool,
+    from: u64,
+    to: u64,
+) -> Result<Vec<StoredEntry>, sqlx::Error> {
+    let mut entries = Vec::new();
+    let mut next = from;
+    while next <= to {
+        let page = read_entries(pool, next, to).await?;
+        let full = page.len() as i64 == VERIFY_PAGE;
+        let Some(last) = page.last().map(|e| e.position) else {
+            break;
+        };
+        entries.extend(page);
+        if !full {
+            break;
+        }
+        next = last + 1;
+    }
+    Ok(entries)
+}
+
+/// The stored entry with the highest position, in either table.
+async fn last_entry(pool: &SqlitePool) -> Result<Option<StoredEntry>, sqlx::Error> {
+    let logged: Option<i64> = sqlx::query_scalar("SELECT MAX(position) FROM ledger_log")
+        .fetch_one(pool)
+        .await?;
+    let run: Option<i64> = sqlx::query_scalar("SELECT MAX(first_position) FROM ledger_runs")
+        .fetch_one(pool)
+        .await?;
+    let Some(start) = logged.max(run) else {
+        return Ok(None);
+    };
+    // The last run's entries all come after its start.
+    let tail = read_range(pool, start as u64, u64::MAX).await?;
+    Ok(tail.into_iter().last())
+}
+
+/// The stored hash of the entry at `position`, if it is stored.
+async fn stored_hash(pool: &SqlitePool, position: u64) -> Result<Option<Vec<u8>>, sqlx::Error> {
+    let entries = read_entries(pool, position, position).await?;
+    Ok(entries.into_iter().next().map(|e| e.hash))
 }
 
 impl crate::plugin::EvidenceSink for Ledger {
@@ -1200,17 +1339,7 @@ pub async fn verify_receipt(
         .unwrap_or(position as i64);
     // From the entry before it, whose stored hash the chain starts from
     // (a wrong one cannot reach the checkpoint's hash).
-    let rows = sqlx::query(&format!(
-        "SELECT {ENTRY_COLUMNS} FROM ledger_log WHERE position >= ? AND position <= ? ORDER BY position"
-    ))
-    .bind(position.saturating_sub(1) as i64)
-    .bind(last)
-    .fetch_all(pool)
-    .await?;
-    let entries = rows
-        .iter()
-        .map(StoredEntry::read)
-        .collect::<Result<Vec<_>, _>>()?;
+    let entries = read_range(pool, position.saturating_sub(1), last as u64).await?;
     let mut entries = entries.iter().peekable();
     let mut running = [0u8; 32];
     if let Some(before) = position.checked_sub(1) {

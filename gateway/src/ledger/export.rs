@@ -99,11 +99,9 @@ pub async fn export(
     to: Option<u64>,
     out: &mut impl Write,
 ) -> Result<ExportSummary, ExportError> {
-    let last: Option<i64> = sqlx::query_scalar("SELECT MAX(position) FROM ledger_log")
-        .fetch_one(pool)
-        .await?;
-    let last = last
-        .and_then(|p| u64::try_from(p).ok())
+    let last = super::last_entry(pool)
+        .await?
+        .map(|e| e.position)
         .ok_or_else(|| ExportError::Range("the ledger has no entries".into()))?;
     let to = to.unwrap_or(last).min(last);
     if from > to {
@@ -114,11 +112,7 @@ pub async fn export(
     let prev_hash = match from.checked_sub(1) {
         None => hex(&[0; 32]),
         Some(before) => {
-            let hash: Option<Vec<u8>> =
-                sqlx::query_scalar("SELECT hash FROM ledger_log WHERE position = ?")
-                    .bind(before as i64)
-                    .fetch_optional(pool)
-                    .await?;
+            let hash = super::stored_hash(pool, before).await?;
             hex(&hash.ok_or_else(|| {
                 ExportError::Range(format!("entry {before}, before the range, is missing"))
             })?)
