@@ -718,3 +718,61 @@ async fn an_exported_range_verifies_offline_and_names_tampering() {
     let (code, _) = check(&["{\"entry\":{}}".to_string()]);
     assert_eq!(code, Some(1));
 }
+
+/// Strict durability's journal: entries journaled and never committed (the
+/// process died with them queued) are recovered when the ledger opens
+/// again, in order and verified; an offline recovery leaves the journal of
+/// a running ledger alone.
+#[tokio::test]
+async fn journaled_entries_survive_a_crash_before_their_commit() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = store(dir.path()).await;
+    let pool = store.sqlite_pool().unwrap().clone();
+    let key = dir.path().join("ledger-ed25519.pk8");
+    let open = || Ledger::open_journaled(pool.clone(), store.appender().cloned(), &key, dir.path());
+    let ledger = open().await.unwrap();
+    ledger
+        .append("doc.approval", "plugin:t", "r0", "{\"n\":0}")
+        .unwrap();
+    ledger.flush().await.unwrap();
+    for i in 1..=20u8 {
+        // Journaled: no wait for the commit.
+        assert!(
+            ledger
+                .commit_exchange(&request_id(i), &[i; 32], std::time::Duration::ZERO)
+                .await
+        );
+    }
+    ledger
+        .append("doc.approval", "plugin:t", "r21", "{\"n\":21}")
+        .unwrap();
+    // While it runs, nobody else recovers its journal.
+    assert_eq!(
+        chasqui::ledger::recover_journal(&pool, dir.path())
+            .await
+            .unwrap(),
+        0
+    );
+    // The process dies: the queued entries were never written.
+    drop(ledger);
+    let stored: i64 = sqlx::query_scalar("SELECT COUNT(*) FROM ledger_entries")
+        .fetch_one(&pool)
+        .await
+        .unwrap();
+    assert_eq!(stored, 1);
+    let ledger = open().await.unwrap();
+    let ids: Vec<String> =
+        sqlx::query_scalar("SELECT request_id FROM ledger_entries ORDER BY position")
+            .fetch_all(&pool)
+            .await
+            .unwrap();
+    assert_eq!(ids.len(), 22);
+    assert_eq!(ids[5], request_id(5));
+    assert_eq!(ids[21], "r21");
+    // The chain goes on from the recovered entries.
+    ledger.append_exchange(&request_id(22), &[22; 32]);
+    ledger.flush().await.unwrap();
+    let (ok, out) = verify(dir.path());
+    assert!(ok, "{out}");
+    assert!(out.contains("23 entries"), "{out}");
+}

@@ -183,12 +183,15 @@ fn append_segment(tx: &rusqlite::Transaction<'_>, segment: &Segment) -> rusqlite
 const SEGMENTS_PER_PAGE: i64 = 8;
 
 impl Store {
-    /// Stores records, [`RECORDS_PER_TRANSACTION`] per transaction, and
-    /// hands the buffer back (for reuse; its records are kept, for the usage
-    /// aggregates). On a SQLite file they go through the append connection
-    /// ([`crate::appender`]) on the blocking pool, which is why it takes the
-    /// records by value; elsewhere through [`Store::insert_operational_records`].
-    /// A failed transaction loses its records only; the error is the first.
+    /// Stores records, [`RECORDS_PER_TRANSACTION`] per transaction, adds
+    /// them to the hourly usage aggregates ([`crate::usage::aggregate`]), and
+    /// hands the buffer back (for reuse). On a SQLite file they go through
+    /// the append connection ([`crate::appender`]) on the blocking pool,
+    /// which is why it takes the records by value, each batch's records and
+    /// aggregates in one transaction; elsewhere through
+    /// [`Store::insert_operational_records`] and [`Store::add_usage`].
+    /// A failed transaction loses its records (and their aggregates) only;
+    /// the error is the first.
     pub async fn store_operational_records(
         &self,
         records: Vec<OperationalRecord>,
@@ -196,8 +199,11 @@ impl Store {
         let Some(appender) = self.appender() else {
             let mut outcome = Ok(());
             for batch in records.chunks(RECORDS_PER_TRANSACTION) {
+                // Two transactions here: a crash between them loses the
+                // batch's aggregates only.
                 let stored = self.insert_operational_records(batch).await;
-                outcome = outcome.and(stored);
+                let added = self.add_usage(&crate::usage::aggregate(batch)).await;
+                outcome = outcome.and(stored).and(added);
             }
             return (records, outcome);
         };
@@ -210,9 +216,15 @@ impl Store {
                 let mut outcome = Ok(());
                 for batch in records.chunks(RECORDS_PER_TRANSACTION) {
                     let stored = match segment::encode(batch) {
-                        Ok(segment) => appender
-                            .write_now(|tx| append_segment(tx, &segment))
-                            .map_err(StoreError::from),
+                        Ok(segment) => {
+                            let usage = crate::usage::aggregate(batch);
+                            appender
+                                .write_now(|tx| {
+                                    append_segment(tx, &segment)?;
+                                    crate::usage::append_usage(tx, &usage)
+                                })
+                                .map_err(StoreError::from)
+                        }
                         Err(e) => Err(StoreError::from(e)),
                     };
                     outcome = outcome.and(stored);

@@ -11,7 +11,8 @@ use crate::oprecords::OperationalRecord;
 use crate::store::{Result, Store};
 use serde::Serialize;
 use sqlx::Row;
-use std::collections::BTreeMap;
+use std::collections::HashMap;
+use std::sync::OnceLock;
 
 /// Upper bounds of the latency buckets, in milliseconds; a last bucket
 /// holds everything above the last bound.
@@ -100,20 +101,34 @@ fn to_i64(n: u64) -> i64 {
     i64::try_from(n).unwrap_or(i64::MAX)
 }
 
-/// Folds a batch of records into one row per key.
+/// Folds a batch of records into one row per key, in key order.
 pub fn aggregate(records: &[OperationalRecord]) -> Vec<UsageRow> {
-    let mut rows: BTreeMap<UsageKey, UsageRow> = BTreeMap::new();
+    // Looked up by the records' own strings: a batch holds few keys, and
+    // cloning four strings per record to look one up cost more than the
+    // sums (the key is cloned once, for its row).
+    let mut index: HashMap<(i64, &str, &str, &str, &str), usize> = HashMap::new();
+    let mut rows: Vec<UsageRow> = Vec::new();
     for r in records {
-        let key = UsageKey {
-            hour_start: r.received_at_us.div_euclid(3_600_000_000) * 3600,
-            consumer_entity: r.consumer_entity.clone(),
-            consumer_system: r.consumer_system.clone(),
-            service: r.service.clone(),
-            environment: r.environment.clone(),
-        };
-        let row = rows
-            .entry(key)
-            .or_insert_with_key(|k| UsageRow::empty(k.clone()));
+        let hour_start = r.received_at_us.div_euclid(3_600_000_000) * 3600;
+        let at = *index
+            .entry((
+                hour_start,
+                &r.consumer_entity,
+                &r.consumer_system,
+                &r.service,
+                &r.environment,
+            ))
+            .or_insert_with(|| {
+                rows.push(UsageRow::empty(UsageKey {
+                    hour_start,
+                    consumer_entity: r.consumer_entity.clone(),
+                    consumer_system: r.consumer_system.clone(),
+                    service: r.service.clone(),
+                    environment: r.environment.clone(),
+                }));
+                rows.len() - 1
+            });
+        let row = &mut rows[at];
         row.calls += 1;
         match r.status {
             400..=499 => row.errors_4xx += 1,
@@ -126,7 +141,74 @@ pub fn aggregate(records: &[OperationalRecord]) -> Vec<UsageRow> {
         row.latency_sum_us = row.latency_sum_us.saturating_add(latency);
         row.latency_buckets[bucket_of(latency)] += 1;
     }
-    rows.into_values().collect()
+    rows.sort_unstable_by(|a, b| a.key.cmp(&b.key));
+    rows
+}
+
+/// The statement that adds one row to `usage_hourly` (`$1` to `$11` the key
+/// and sums, then the buckets), for sqlx and rusqlite alike.
+fn usage_upsert_sql() -> &'static str {
+    static SQL: OnceLock<String> = OnceLock::new();
+    SQL.get_or_init(|| {
+        let buckets = BUCKET_COLUMNS.join(", ");
+        let placeholders: Vec<String> = (12..12 + BUCKET_COLUMNS.len())
+            .map(|i| format!("${i}"))
+            .collect();
+        let updates: Vec<String> = [
+            "calls",
+            "errors_4xx",
+            "errors_5xx",
+            "bytes_in",
+            "bytes_out",
+            "latency_sum_us",
+        ]
+        .iter()
+        .chain(BUCKET_COLUMNS.iter())
+        .map(|c| format!("{c} = usage_hourly.{c} + excluded.{c}"))
+        .collect();
+        format!(
+            "INSERT INTO usage_hourly (hour_start, consumer_entity, consumer_system, service,
+                 environment, calls, errors_4xx, errors_5xx, bytes_in, bytes_out, latency_sum_us, {buckets})
+             VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, {})
+             ON CONFLICT (hour_start, consumer_entity, consumer_system, service, environment)
+             DO UPDATE SET {}",
+            placeholders.join(", "),
+            updates.join(", ")
+        )
+    })
+}
+
+/// Adds `rows` to the aggregates in the append connection's transaction
+/// `tx` (SQLite numbers `$N` parameters in order of appearance).
+pub(crate) fn append_usage(
+    tx: &rusqlite::Transaction<'_>,
+    rows: &[UsageRow],
+) -> rusqlite::Result<()> {
+    let mut upsert = tx.prepare_cached(usage_upsert_sql())?;
+    for row in rows {
+        upsert.raw_bind_parameter(1, row.key.hour_start)?;
+        upsert.raw_bind_parameter(2, &row.key.consumer_entity)?;
+        upsert.raw_bind_parameter(3, &row.key.consumer_system)?;
+        upsert.raw_bind_parameter(4, &row.key.service)?;
+        upsert.raw_bind_parameter(5, &row.key.environment)?;
+        let sums = [
+            row.calls,
+            row.errors_4xx,
+            row.errors_5xx,
+            row.bytes_in,
+            row.bytes_out,
+            row.latency_sum_us,
+        ];
+        for (i, sum) in sums.into_iter().enumerate() {
+            upsert.raw_bind_parameter(6 + i, sum)?;
+        }
+        for i in 0..BUCKET_COLUMNS.len() {
+            let count = row.latency_buckets.get(i).copied().unwrap_or(0);
+            upsert.raw_bind_parameter(12 + i, count)?;
+        }
+        upsert.raw_execute()?;
+    }
+    Ok(())
 }
 
 /// Which usage (or fees) to report.
@@ -204,34 +286,10 @@ impl Store {
         if rows.is_empty() {
             return Ok(());
         }
-        let buckets = BUCKET_COLUMNS.join(", ");
-        let placeholders: Vec<String> = (12..12 + BUCKET_COLUMNS.len())
-            .map(|i| format!("${i}"))
-            .collect();
-        let updates: Vec<String> = [
-            "calls",
-            "errors_4xx",
-            "errors_5xx",
-            "bytes_in",
-            "bytes_out",
-            "latency_sum_us",
-        ]
-        .iter()
-        .chain(BUCKET_COLUMNS.iter())
-        .map(|c| format!("{c} = usage_hourly.{c} + excluded.{c}"))
-        .collect();
-        let sql = format!(
-            "INSERT INTO usage_hourly (hour_start, consumer_entity, consumer_system, service,
-                 environment, calls, errors_4xx, errors_5xx, bytes_in, bytes_out, latency_sum_us, {buckets})
-             VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, {})
-             ON CONFLICT (hour_start, consumer_entity, consumer_system, service, environment)
-             DO UPDATE SET {}",
-            placeholders.join(", "),
-            updates.join(", ")
-        );
+        let sql = usage_upsert_sql();
         let mut tx = self.pool().begin().await?;
         for row in rows {
-            let mut q = sqlx::query(&sql)
+            let mut q = sqlx::query(sql)
                 .bind(row.key.hour_start)
                 .bind(&row.key.consumer_entity)
                 .bind(&row.key.consumer_system)

@@ -38,11 +38,13 @@
 //! does not match.
 
 mod export;
+mod journal;
 mod runs;
 
 pub use crate::{hex, hex_into};
 use chasqui_catalog::appender::{AppendError, Appender};
 pub use export::{export, verify_export, ExportError, ExportSummary};
+pub use journal::JournalError;
 use ring::rand::SystemRandom;
 use ring::signature::{Ed25519KeyPair, KeyPair, UnparsedPublicKey, ED25519};
 use sha2::{Digest, Sha256};
@@ -118,6 +120,9 @@ pub enum LedgerError {
     /// The node key could not be read or made.
     #[error("ledger key: {0}")]
     Key(String),
+    /// The journal could not be used.
+    #[error(transparent)]
+    Journal(#[from] JournalError),
 }
 
 struct Pending {
@@ -165,6 +170,22 @@ struct Chain {
     waiters: Vec<oneshot::Sender<()>>,
     unsigned: u64,
     last_checkpoint: Instant,
+    /// The first position not yet committed to the store.
+    committed: u64,
+    /// The journal every entry is written to before it is queued (strict
+    /// durability), when there is one.
+    journal: Option<journal::Writer>,
+}
+
+/// Where an entry was put by [`Ledger::enqueue`].
+struct Queued {
+    position: u64,
+    hash: [u8; 32],
+    /// Told when the entry is committed, when that was asked for and the
+    /// entry is not journaled.
+    wait: Option<oneshot::Receiver<()>>,
+    /// Whether the journal holds it (it survives a crash of the process).
+    journaled: bool,
 }
 
 /// The ledger of one node.
@@ -185,7 +206,7 @@ pub struct Ledger {
 }
 
 fn unhex(s: &str) -> Option<Vec<u8>> {
-    if s.len() % 2 != 0 {
+    if !s.len().is_multiple_of(2) {
         return None;
     }
     (0..s.len())
@@ -338,6 +359,8 @@ impl Ledger {
                 waiters: Vec::new(),
                 unsigned: 0,
                 last_checkpoint: Instant::now(),
+                committed: next,
+                journal: None,
             }),
             flushing: tokio::sync::Mutex::new(()),
             pool,
@@ -347,6 +370,44 @@ impl Ledger {
             commits: AtomicU64::new(0),
             entries_written: AtomicU64::new(0),
         }))
+    }
+
+    /// [`Ledger::open_appending`] with a journal in `journal_dir` (strict
+    /// durability, see [`journal`]): entries journaled by a run that
+    /// crashed are recovered into the store first, then every entry is
+    /// journaled before it is queued, and a strict answer need not wait for
+    /// its commit. Fails while another process holds the journal.
+    pub async fn open_journaled(
+        pool: SqlitePool,
+        appender: Option<Arc<Appender>>,
+        key_path: &Path,
+        journal_dir: &Path,
+    ) -> Result<Arc<Ledger>, LedgerError> {
+        let ledger = Self::open_appending(pool, appender, key_path).await?;
+        let (next, last_hash) = {
+            let chain = ledger.chain.lock().unwrap_or_else(|p| p.into_inner());
+            (chain.next, chain.last_hash)
+        };
+        let recovered = journal::recoverable(journal_dir, next, last_hash)?;
+        if let Some(last) = recovered.last() {
+            let (next, last_hash) = (last.position + 1, last.hash);
+            let count = recovered.len();
+            let (_, written) = ledger.write(recovered, None).await;
+            written?;
+            tracing::warn!(entries = count, "recovered ledger entries from the journal of a run that stopped without committing them");
+            let mut chain = ledger.chain.lock().unwrap_or_else(|p| p.into_inner());
+            chain.next = next;
+            chain.last_hash = last_hash;
+            chain.committed = next;
+        }
+        // Only now that the store holds them: opening empties the files.
+        let writer = journal::Writer::open(journal_dir)?;
+        ledger
+            .chain
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .journal = Some(writer);
+        Ok(ledger)
     }
 
     /// Appends an entry after checking its kind and payload; its position
@@ -378,7 +439,7 @@ impl Ledger {
         if serde_json::from_str::<serde::de::IgnoredAny>(payload_json).is_err() {
             return Err(LedgerError::Invalid("payload is not JSON".into()));
         }
-        let ((position, hash), _) = self.enqueue(
+        let queued = self.enqueue(
             Cow::Owned(kind.to_string()),
             Cow::Owned(actor.to_string()),
             request_id,
@@ -386,8 +447,8 @@ impl Ledger {
             false,
         );
         Ok(Receipt {
-            position,
-            hash: hex(&hash),
+            position: queued.position,
+            hash: hex(&queued.hash),
         })
     }
 
@@ -407,7 +468,8 @@ impl Ledger {
         );
     }
 
-    /// Chains a checked entry and queues it; returns its position and hash.
+    /// Chains a checked entry, journals it when there is a journal, and
+    /// queues it.
     fn enqueue(
         &self,
         kind: Cow<'static, str>,
@@ -415,7 +477,7 @@ impl Ledger {
         request_id: &str,
         payload: Payload,
         wait: bool,
-    ) -> ((u64, [u8; 32]), Option<oneshot::Receiver<()>>) {
+    ) -> Queued {
         let at_ms = now_ms();
         let mut chain = self.chain.lock().unwrap_or_else(|p| p.into_inner());
         let position = chain.next;
@@ -427,7 +489,7 @@ impl Ledger {
             request_id,
         };
         let hash = head.hash(&chain.last_hash, &payload);
-        chain.queue.push(Pending {
+        let entry = Pending {
             position,
             at_ms,
             kind,
@@ -435,16 +497,34 @@ impl Ledger {
             request_id: request_id.to_string(),
             payload,
             hash,
-        });
+        };
+        let committed = chain.committed;
+        let journaled = match chain.journal.as_mut().map(|j| j.write(&entry, committed)) {
+            Some(Ok(())) => true,
+            Some(Err(e)) => {
+                // Answers wait for their commits from now on, as without a
+                // journal: slower, never less safe.
+                tracing::error!(error = %e, "the ledger journal failed; strict answers wait for commits");
+                chain.journal = None;
+                false
+            }
+            None => false,
+        };
+        chain.queue.push(entry);
         chain.next += 1;
         chain.last_hash = hash;
-        let wait = wait.then(|| {
+        let wait = (wait && !journaled).then(|| {
             let (tx, rx) = oneshot::channel();
             chain.waiters.push(tx);
             rx
         });
         drop(chain);
-        ((position, hash), wait)
+        Queued {
+            position,
+            hash,
+            wait,
+            journaled,
+        }
     }
 
     /// Writes every queued entry (and a checkpoint when one is due) in one
@@ -470,14 +550,18 @@ impl Ledger {
         digest: &[u8; 32],
         within: Duration,
     ) -> bool {
-        let (_, wait) = self.enqueue(
+        let queued = self.enqueue(
             Cow::Borrowed(EXCHANGE_KIND),
             Cow::Borrowed(EXCHANGE_ACTOR),
             request_id,
             Payload::Exchange(*digest),
             true,
         );
-        let Some(mut committed) = wait else {
+        if queued.journaled {
+            // In the journal: a crash of the process cannot lose it.
+            return true;
+        }
+        let Some(mut committed) = queued.wait else {
             return false;
         };
         let deadline = tokio::time::Instant::now() + within;
@@ -552,10 +636,16 @@ impl Ledger {
         let (batch, written) = self.write(batch, checkpoint).await;
         match written {
             Ok(()) => {
-                if checkpoint.is_some() {
+                if checkpoint.is_some() || !batch.is_empty() {
                     let mut chain = self.chain.lock().unwrap_or_else(|p| p.into_inner());
-                    chain.unsigned = 0;
-                    chain.last_checkpoint = Instant::now();
+                    if checkpoint.is_some() {
+                        chain.unsigned = 0;
+                        chain.last_checkpoint = Instant::now();
+                    }
+                    if let Some(last) = batch.last() {
+                        // Batches are written in order (the flushing lock).
+                        chain.committed = last.position + 1;
+                    }
                 }
                 for waiter in waiters {
                     let _ = waiter.send(());
@@ -641,40 +731,7 @@ impl Ledger {
         batch: &[Pending],
         checkpoint: Option<&CheckpointRow>,
     ) -> Result<(), LedgerError> {
-        // Many rows per statement: with every exchange in the ledger a batch
-        // holds hundreds of entries, and one statement each would make the
-        // write (and so a strict answer's wait) several times longer.
-        let pieces = runs::pieces(batch, ROWS_PER_INSERT);
-        let statements: Vec<(String, Vec<u8>)> = pieces.iter().map(piece_statement).collect();
-        let queries = pieces
-            .iter()
-            .zip(&statements)
-            .map(|(p, s)| piece_query(p, s));
-        if let (1, None) = (pieces.len(), checkpoint) {
-            // One statement is its own transaction: one round trip to the
-            // connection's worker thread instead of three (BEGIN, INSERT,
-            // COMMIT), on the path every strict answer waits for.
-            for query in queries {
-                query.execute(&self.pool).await?;
-            }
-            return Ok(());
-        }
-        let mut tx = self.pool.begin().await?;
-        for query in queries {
-            query.execute(&mut *tx).await?;
-        }
-        if let Some(c) = checkpoint {
-            sqlx::query(CHECKPOINT_INSERT)
-                .bind(c.position as i64)
-                .bind(&c.hash)
-                .bind(c.at_ms)
-                .bind(&c.public_key)
-                .bind(&c.signature)
-                .execute(&mut *tx)
-                .await?;
-        }
-        tx.commit().await?;
-        Ok(())
+        write_to_pool(&self.pool, batch, checkpoint).await
     }
 
     /// Flushes every [`FLUSH_EVERY`], on the current runtime, forever.
@@ -691,6 +748,49 @@ impl Ledger {
             }
         });
     }
+}
+
+/// Writes `batch` and the checkpoint through `pool` (one statement, or one
+/// transaction).
+async fn write_to_pool(
+    pool: &SqlitePool,
+    batch: &[Pending],
+    checkpoint: Option<&CheckpointRow>,
+) -> Result<(), LedgerError> {
+    // Many rows per statement: with every exchange in the ledger a batch
+    // holds hundreds of entries, and one statement each would make the
+    // write (and so a strict answer's wait) several times longer.
+    let pieces = runs::pieces(batch, ROWS_PER_INSERT);
+    let statements: Vec<(String, Vec<u8>)> = pieces.iter().map(piece_statement).collect();
+    let queries = pieces
+        .iter()
+        .zip(&statements)
+        .map(|(p, s)| piece_query(p, s));
+    if let (1, None) = (pieces.len(), checkpoint) {
+        // One statement is its own transaction: one round trip to the
+        // connection's worker thread instead of three (BEGIN, INSERT,
+        // COMMIT), on the path every strict answer waits for.
+        for query in queries {
+            query.execute(pool).await?;
+        }
+        return Ok(());
+    }
+    let mut tx = pool.begin().await?;
+    for query in queries {
+        query.execute(&mut *tx).await?;
+    }
+    if let Some(c) = checkpoint {
+        sqlx::query(CHECKPOINT_INSERT)
+            .bind(c.position as i64)
+            .bind(&c.hash)
+            .bind(c.at_ms)
+            .bind(&c.public_key)
+            .bind(&c.signature)
+            .execute(&mut *tx)
+            .await?;
+    }
+    tx.commit().await?;
+    Ok(())
 }
 
 /// `INSERT INTO ledger_log ... VALUES (...), ...` for `rows` entries.
@@ -1285,6 +1385,33 @@ async fn last_entry(pool: &SqlitePool) -> Result<Option<StoredEntry>, sqlx::Erro
 async fn stored_hash(pool: &SqlitePool, position: u64) -> Result<Option<Vec<u8>>, sqlx::Error> {
     let entries = read_entries(pool, position, position).await?;
     Ok(entries.into_iter().next().map(|e| e.hash))
+}
+
+/// Recovers into the store (through `pool`) the entries journaled in
+/// `journal_dir` by a gateway that stopped before committing them (see
+/// [`Ledger::open_journaled`]); returns how many. Does nothing while a
+/// running gateway holds the journal: it commits them itself.
+pub async fn recover_journal(pool: &SqlitePool, journal_dir: &Path) -> Result<usize, LedgerError> {
+    if !journal::exists(journal_dir) {
+        return Ok(0);
+    }
+    let (next, last_hash) = match last_entry(pool).await? {
+        Some(last) => match <[u8; 32]>::try_from(last.hash.as_slice()) {
+            Ok(hash) => (last.position + 1, hash),
+            // An altered store: verification names it; nothing chains on it.
+            Err(_) => return Ok(0),
+        },
+        None => (0, [0; 32]),
+    };
+    let recovered = match journal::recoverable(journal_dir, next, last_hash) {
+        Ok(recovered) => recovered,
+        Err(JournalError::Busy(_)) => return Ok(0),
+        Err(e) => return Err(e.into()),
+    };
+    if !recovered.is_empty() {
+        write_to_pool(pool, &recovered, None).await?;
+    }
+    Ok(recovered.len())
 }
 
 impl crate::plugin::EvidenceSink for Ledger {

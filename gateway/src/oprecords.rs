@@ -13,8 +13,8 @@
 //! older than the configured number of days. At graceful shutdown the drain
 //! watcher calls [`Recorder::flush`].
 //!
-//! Each batch is also folded into the hourly usage aggregates
-//! (`usage_hourly`, [`chasqui_catalog::usage`]).
+//! Each batch is also folded into the hourly usage aggregates, in the same
+//! transaction on a SQLite file (`usage_hourly`, [`chasqui_catalog::usage`]).
 //!
 //! Durability: a record is in memory between the end of its request and the
 //! writer's next commit. A crash loses the records in the queue: at most the
@@ -145,22 +145,14 @@ impl Recorder {
     }
 }
 
-/// Stores records (in transactions of at most [`BATCH`]) and adds them to
-/// the hourly usage aggregates, logging a failure (that part is then lost);
-/// hands the buffer back for reuse.
+/// Stores records and their usage aggregates (in transactions of at most
+/// [`BATCH`] records), logging a failure (that part is then lost); hands the
+/// buffer back for reuse.
 async fn store_records(store: &Store, records: Vec<OperationalRecord>) -> Vec<OperationalRecord> {
     let lost = records.len();
     let (records, stored) = store.store_operational_records(records).await;
     if let Err(e) = stored {
         tracing::error!(error = %e, at_most = lost, "could not store operational records");
-    }
-    for batch in records.chunks(BATCH) {
-        // Their own transactions (the records' inserts commit theirs): a
-        // crash between the two loses these aggregates only.
-        let usage = chasqui_catalog::usage::aggregate(batch);
-        if let Err(e) = store.add_usage(&usage).await {
-            tracing::error!(error = %e, lost = batch.len(), "could not add to the usage aggregates");
-        }
     }
     records
 }

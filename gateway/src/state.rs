@@ -156,12 +156,17 @@ impl Gateway {
         let telemetry = crate::telemetry::Telemetry::start(obs.otlp_endpoint.as_deref())?;
         let data_dir = plugin_cache.parent().unwrap_or(Path::new("."));
         let ledger_pool = open_ledger_pool(&store, data_dir).await?;
-        let ledger = Ledger::open_appending(
-            ledger_pool.clone(),
-            ledger_appender(&store, data_dir)?,
-            &plugin_cache.with_file_name("ledger-ed25519.pk8"),
-        )
-        .await?;
+        let key_path = plugin_cache.with_file_name("ledger-ed25519.pk8");
+        let appender = ledger_appender(&store, data_dir)?;
+        let ledger = match obs.ledger_durability {
+            // Strict answers are journaled rather than waiting for commits.
+            crate::ledger::Durability::Strict => {
+                Ledger::open_journaled(ledger_pool.clone(), appender, &key_path, data_dir).await?
+            }
+            crate::ledger::Durability::Batched => {
+                Ledger::open_appending(ledger_pool.clone(), appender, &key_path).await?
+            }
+        };
         ledger.spawn_flusher();
         let deferred = Arc::new(Deferrals::load(&store).await?);
         let platform = Platform::start(store.clone());
@@ -421,16 +426,31 @@ impl Gateway {
 /// node (hash-chained and signed with the node's key), so it always stays in
 /// SQLite: in the catalog's own file when the catalog is a SQLite file, and
 /// in `<data_dir>/ledger.db` when the catalog is shared (PostgreSQL) or in
-/// memory.
+/// memory. Entries that a gateway which crashed had journaled, and not yet
+/// committed, are recovered into it first ([`crate::ledger::recover_journal`]).
 pub async fn open_ledger_pool(store: &Store, data_dir: &Path) -> anyhow::Result<sqlx::SqlitePool> {
-    if let Some(pool) = store.sqlite_pool() {
-        return Ok(pool.clone());
+    let pool = match store.sqlite_pool() {
+        Some(pool) => pool.clone(),
+        None => {
+            std::fs::create_dir_all(data_dir)?;
+            let path = data_dir.join("ledger.db");
+            chasqui_catalog::store::open_sqlite_pool(&path)
+                .await
+                .map_err(|e| {
+                    anyhow::anyhow!("opening the ledger database {}: {e}", path.display())
+                })?
+        }
+    };
+    // Entries a crashed gateway journaled but did not commit (none while a
+    // gateway runs on this directory: it holds the journal).
+    let recovered = crate::ledger::recover_journal(&pool, data_dir).await?;
+    if recovered > 0 {
+        tracing::warn!(
+            entries = recovered,
+            "recovered ledger entries from the journal"
+        );
     }
-    std::fs::create_dir_all(data_dir)?;
-    let path = data_dir.join("ledger.db");
-    chasqui_catalog::store::open_sqlite_pool(&path)
-        .await
-        .map_err(|e| anyhow::anyhow!("opening the ledger database {}: {e}", path.display()))
+    Ok(pool)
 }
 
 /// The append connection of the ledger's file ([`open_ledger_pool`]): the

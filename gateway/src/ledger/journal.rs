@@ -1,0 +1,402 @@
+//! The ledger's journal: under strict durability each entry is written to a
+//! journal file (one `pwrite` into the page cache, on the appending thread)
+//! before the answer it seals is sent, and reaches the store with the next
+//! batch. A process crash does not lose what was written to the page cache:
+//! at the next start (or before an offline `audit` command) the entries
+//! journaled but not committed are recovered into the store, in order, each
+//! checked against the chain. This is the guarantee SQLite's WAL gives
+//! with `synchronous = NORMAL` (a process crash loses nothing committed, a
+//! power cut may), without making every answer wait for a commit.
+//!
+//! Two files, `ledger.journal.0` and `.1`, are written in turn: once the
+//! active one holds [`ROTATE_BYTES`] and everything in the other is
+//! committed, the other is emptied and becomes the active one. A lock file
+//! held by the writing process keeps a second process (an offline `audit`
+//! command while the gateway runs) from recovering entries the gateway is
+//! about to commit itself.
+//!
+//! A record: `u32` length of the rest, then `u64` position, `i64` at_ms,
+//! kind, actor and request id (each a `u16` length and its bytes), the
+//! payload (tag 0 and a `u32` length and JSON text, or tag 1 and a 32-byte
+//! digest) and the 32-byte chained hash, little-endian. A record cut short
+//! by the crash, or one that does not chain, ends the recovery.
+
+use super::{EntryHead, Payload, Pending};
+use std::borrow::Cow;
+use std::fs::{File, OpenOptions};
+use std::io::Read;
+use std::os::unix::fs::FileExt;
+use std::path::{Path, PathBuf};
+
+/// Bytes after which the writer turns to the other file (when it can).
+const ROTATE_BYTES: u64 = 8 << 20;
+
+/// Why the journal could not be used.
+#[derive(Debug, thiserror::Error)]
+pub enum JournalError {
+    /// A file could not be opened, read, written or locked.
+    #[error("ledger journal {path}: {source}")]
+    Io {
+        /// The file.
+        path: PathBuf,
+        /// What failed.
+        source: std::io::Error,
+    },
+    /// Another process holds the journal (a gateway running on this data
+    /// directory).
+    #[error("the ledger journal in {0} is held by another process")]
+    Busy(PathBuf),
+}
+
+fn io(path: &Path) -> impl FnOnce(std::io::Error) -> JournalError + '_ {
+    move |source| JournalError::Io {
+        path: path.to_path_buf(),
+        source,
+    }
+}
+
+/// The journal's files in `dir`.
+fn paths(dir: &Path) -> [PathBuf; 2] {
+    [dir.join("ledger.journal.0"), dir.join("ledger.journal.1")]
+}
+
+/// Whether `dir` holds a journal (a gateway under strict durability ran
+/// there).
+pub(super) fn exists(dir: &Path) -> bool {
+    paths(dir).iter().any(|p| p.exists())
+}
+
+/// The lock that the writing process holds on the journal of `dir`.
+fn lock(dir: &Path) -> Result<File, JournalError> {
+    let path = dir.join("ledger.journal.lock");
+    let file = OpenOptions::new()
+        .create(true)
+        .truncate(false)
+        .write(true)
+        .open(&path)
+        .map_err(io(&path))?;
+    match file.try_lock() {
+        Ok(()) => Ok(file),
+        Err(std::fs::TryLockError::WouldBlock) => Err(JournalError::Busy(dir.to_path_buf())),
+        Err(std::fs::TryLockError::Error(e)) => Err(io(&path)(e)),
+    }
+}
+
+/// The journal being written (by the process that holds its lock).
+pub(super) struct Writer {
+    files: [File; 2],
+    paths: [PathBuf; 2],
+    /// Bytes written in each file.
+    ends: [u64; 2],
+    /// The last position written in each file, if any.
+    last: [Option<u64>; 2],
+    active: usize,
+    /// [`ROTATE_BYTES`], but for tests.
+    rotate_at: u64,
+    record: Vec<u8>,
+    _lock: File,
+}
+
+impl Writer {
+    /// Takes the journal of `dir`, whose files must hold nothing left to
+    /// recover ([`recover`] first): they are emptied.
+    pub(super) fn open(dir: &Path) -> Result<Writer, JournalError> {
+        std::fs::create_dir_all(dir).map_err(io(dir))?;
+        let lock = lock(dir)?;
+        let paths = paths(dir);
+        let open = |path: &Path| {
+            OpenOptions::new()
+                .create(true)
+                .truncate(true)
+                .read(true)
+                .write(true)
+                .open(path)
+                .map_err(io(path))
+        };
+        Ok(Writer {
+            files: [open(&paths[0])?, open(&paths[1])?],
+            paths,
+            ends: [0, 0],
+            last: [None, None],
+            active: 0,
+            rotate_at: ROTATE_BYTES,
+            record: Vec::with_capacity(256),
+            _lock: lock,
+        })
+    }
+
+    /// Writes `entry` (the next position); `committed` is the first
+    /// position not yet in the store. On an error the entry is not
+    /// journaled (the caller then waits for its commit).
+    pub(super) fn write(&mut self, entry: &Pending, committed: u64) -> Result<(), JournalError> {
+        let other = 1 - self.active;
+        if self.ends[self.active] >= self.rotate_at
+            && self.last[other].is_none_or(|l| l < committed)
+        {
+            // Everything in the other file is in the store: reuse it.
+            self.files[other]
+                .set_len(0)
+                .map_err(io(&self.paths[other]))?;
+            self.ends[other] = 0;
+            self.last[other] = None;
+            self.active = other;
+        }
+        encode(entry, &mut self.record);
+        let at = self.active;
+        self.files[at]
+            .write_all_at(&self.record, self.ends[at])
+            .map_err(io(&self.paths[at]))?;
+        self.ends[at] += self.record.len() as u64;
+        self.last[at] = Some(entry.position);
+        Ok(())
+    }
+}
+
+/// The record of `entry`, into `out` (cleared first).
+fn encode(entry: &Pending, out: &mut Vec<u8>) {
+    out.clear();
+    out.extend_from_slice(&[0; 4]);
+    out.extend_from_slice(&entry.position.to_le_bytes());
+    out.extend_from_slice(&entry.at_ms.to_le_bytes());
+    for text in [&*entry.kind, &*entry.actor, entry.request_id.as_str()] {
+        // Kinds are at most 64 bytes; actors and request ids are short
+        // (anything longer is cut, and then does not chain on recovery).
+        let bytes = &text.as_bytes()[..text.len().min(u16::MAX as usize)];
+        out.extend_from_slice(&(bytes.len() as u16).to_le_bytes());
+        out.extend_from_slice(bytes);
+    }
+    match &entry.payload {
+        Payload::Json(text) => {
+            out.push(0);
+            out.extend_from_slice(&(text.len() as u32).to_le_bytes());
+            out.extend_from_slice(text.as_bytes());
+        }
+        Payload::Exchange(digest) => {
+            out.push(1);
+            out.extend_from_slice(digest);
+        }
+    }
+    out.extend_from_slice(&entry.hash);
+    let len = (out.len() - 4) as u32;
+    out[..4].copy_from_slice(&len.to_le_bytes());
+}
+
+/// A reader of one record's fields.
+struct Fields<'a>(&'a [u8]);
+
+impl<'a> Fields<'a> {
+    fn take(&mut self, n: usize) -> Option<&'a [u8]> {
+        if self.0.len() < n {
+            return None;
+        }
+        let (head, rest) = self.0.split_at(n);
+        self.0 = rest;
+        Some(head)
+    }
+    fn array<const N: usize>(&mut self) -> Option<[u8; N]> {
+        self.take(N)?.try_into().ok()
+    }
+    fn text(&mut self) -> Option<String> {
+        let len = u16::from_le_bytes(self.array()?) as usize;
+        String::from_utf8(self.take(len)?.to_vec()).ok()
+    }
+}
+
+/// The records of one file, in order, up to the first that is cut short
+/// or unreadable.
+fn decode_all(bytes: &[u8]) -> Vec<Pending> {
+    let mut entries = Vec::new();
+    let mut rest = Fields(bytes);
+    while let Some(len) = rest.array::<4>() {
+        let Some(record) = rest.take(u32::from_le_bytes(len) as usize) else {
+            break;
+        };
+        match decode(record) {
+            Some(entry) => entries.push(entry),
+            None => break,
+        }
+    }
+    entries
+}
+
+fn decode(record: &[u8]) -> Option<Pending> {
+    let mut f = Fields(record);
+    let position = u64::from_le_bytes(f.array()?);
+    let at_ms = i64::from_le_bytes(f.array()?);
+    let kind = f.text()?;
+    let actor = f.text()?;
+    let request_id = f.text()?;
+    let payload = match f.array::<1>()?[0] {
+        0 => {
+            let len = u32::from_le_bytes(f.array()?) as usize;
+            Payload::Json(String::from_utf8(f.take(len)?.to_vec()).ok()?)
+        }
+        1 => Payload::Exchange(f.array()?),
+        _ => return None,
+    };
+    let hash = f.array()?;
+    f.0.is_empty().then_some(Pending {
+        position,
+        at_ms,
+        kind: Cow::Owned(kind),
+        actor: Cow::Owned(actor),
+        request_id,
+        payload,
+        hash,
+    })
+}
+
+/// The entries journaled in `dir` that continue a chain whose next position
+/// is `next` after the hash `last_hash`: in order, each hashing to what it
+/// holds, up to the first missing or broken one. Fails with
+/// [`JournalError::Busy`] while another process writes the journal.
+pub(super) fn recoverable(
+    dir: &Path,
+    next: u64,
+    last_hash: [u8; 32],
+) -> Result<Vec<Pending>, JournalError> {
+    let _lock = lock(dir)?;
+    let mut journaled = Vec::new();
+    for path in paths(dir) {
+        let mut bytes = Vec::new();
+        match File::open(&path) {
+            Ok(mut file) => file.read_to_end(&mut bytes).map_err(io(&path))?,
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => continue,
+            Err(e) => return Err(io(&path)(e)),
+        };
+        journaled.extend(decode_all(&bytes));
+    }
+    journaled.retain(|e| e.position >= next);
+    journaled.sort_by_key(|e| e.position);
+    let mut chain = Vec::new();
+    let mut prev = last_hash;
+    for entry in journaled {
+        let expected = next + chain.len() as u64;
+        if entry.position < expected {
+            // The same position in both files: the first one read that chains.
+            continue;
+        }
+        let head = EntryHead {
+            position: entry.position,
+            at_ms: entry.at_ms,
+            kind: &entry.kind,
+            actor: &entry.actor,
+            request_id: &entry.request_id,
+        };
+        if entry.position != expected || head.hash(&prev, &entry.payload) != entry.hash {
+            break;
+        }
+        prev = entry.hash;
+        chain.push(entry);
+    }
+    Ok(chain)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn entry(position: u64, prev: &[u8; 32], payload: Payload) -> Pending {
+        let head = EntryHead {
+            position,
+            at_ms: 1_795_000_000_000 + position as i64,
+            kind: if matches!(payload, Payload::Json(_)) {
+                "admin.grant.create"
+            } else {
+                "exchange"
+            },
+            actor: "gateway",
+            request_id: "0123456789abcdef0123456789abcdef",
+        };
+        let hash = head.hash(prev, &payload);
+        Pending {
+            position,
+            at_ms: head.at_ms,
+            kind: Cow::Owned(head.kind.to_string()),
+            actor: Cow::Owned(head.actor.to_string()),
+            request_id: head.request_id.to_string(),
+            payload,
+            hash,
+        }
+    }
+
+    fn chain(from: u64, count: u64, mut prev: [u8; 32]) -> Vec<Pending> {
+        (from..from + count)
+            .map(|p| {
+                let payload = if p % 10 == 3 {
+                    Payload::Json(format!("{{\"n\":{p}}}"))
+                } else {
+                    Payload::Exchange([p as u8; 32])
+                };
+                let e = entry(p, &prev, payload);
+                prev = e.hash;
+                e
+            })
+            .collect()
+    }
+
+    #[test]
+    fn journaled_entries_after_the_store_are_recovered_in_order() {
+        let dir = tempfile::tempdir().unwrap();
+        let entries = chain(0, 40, [0; 32]);
+        let mut writer = Writer::open(dir.path()).unwrap();
+        for e in &entries {
+            writer.write(e, 0).unwrap();
+        }
+        // A second process cannot recover while the writer lives.
+        assert!(matches!(
+            recoverable(dir.path(), 0, [0; 32]),
+            Err(JournalError::Busy(_))
+        ));
+        drop(writer);
+        // The store holds the first 25.
+        let got = recoverable(dir.path(), 25, entries[24].hash).unwrap();
+        let positions: Vec<u64> = got.iter().map(|e| e.position).collect();
+        assert_eq!(positions, (25..40).collect::<Vec<_>>());
+        assert!(matches!(&got[8].payload, Payload::Json(t) if t == "{\"n\":33}"));
+        // A store whose last hash differs recovers nothing.
+        assert!(recoverable(dir.path(), 25, [7; 32]).unwrap().is_empty());
+    }
+
+    #[test]
+    fn a_record_cut_by_the_crash_ends_the_recovery() {
+        let dir = tempfile::tempdir().unwrap();
+        let entries = chain(0, 5, [0; 32]);
+        let mut writer = Writer::open(dir.path()).unwrap();
+        for e in &entries {
+            writer.write(e, 0).unwrap();
+        }
+        drop(writer);
+        let path = dir.path().join("ledger.journal.0");
+        let len = std::fs::metadata(&path).unwrap().len();
+        let file = OpenOptions::new().write(true).open(&path).unwrap();
+        file.set_len(len - 3).unwrap();
+        let got = recoverable(dir.path(), 0, [0; 32]).unwrap();
+        assert_eq!(got.len(), 4);
+        // A changed byte breaks the chain at that entry.
+        file.write_all_at(&[0xff], 30).unwrap();
+        assert!(recoverable(dir.path(), 0, [0; 32]).unwrap().is_empty());
+    }
+
+    #[test]
+    fn the_files_rotate_once_the_other_is_committed() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut writer = Writer::open(dir.path()).unwrap();
+        writer.rotate_at = 1;
+        let entries = chain(0, 4, [0; 32]);
+        writer.write(&entries[0], 0).unwrap();
+        // File 1 is empty: the writer turns to it.
+        writer.write(&entries[1], 0).unwrap();
+        assert_eq!(writer.active, 1);
+        // Entry 0, in file 0, is not committed: file 1 keeps growing.
+        writer.write(&entries[2], 0).unwrap();
+        assert_eq!(writer.active, 1);
+        // Now it is: file 0 is emptied and written again.
+        writer.write(&entries[3], 1).unwrap();
+        assert_eq!(writer.active, 0);
+        drop(writer);
+        let got = recoverable(dir.path(), 1, entries[0].hash).unwrap();
+        let positions: Vec<u64> = got.iter().map(|e| e.position).collect();
+        assert_eq!(positions, [1, 2, 3]);
+    }
+}
