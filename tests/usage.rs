@@ -380,16 +380,25 @@ async fn a_known_mix_of_calls_gives_exact_aggregates_csv_and_ledger_digests() {
         .iter()
         .map(|r| (r["request_id"].as_str().unwrap().to_string(), r.clone()))
         .collect();
-    let entries: Vec<(String, String, String)> = sqlx::query_as(
-        "SELECT request_id, actor, payload FROM ledger_entries WHERE kind = 'exchange'",
-    )
-    .fetch_all(store.pool())
-    .await
-    .unwrap();
-    let in_ledger: HashMap<String, (String, String)> = entries
-        .into_iter()
-        .map(|(id, actor, payload)| (id, (actor, payload)))
-        .collect();
+    // Strict durability journals each entry before its answer; the store
+    // gets it with the ledger's next batch: poll.
+    let deadline = Instant::now() + Duration::from_secs(10);
+    let in_ledger: HashMap<String, (String, String)> = loop {
+        let entries: Vec<(String, String, String)> = sqlx::query_as(
+            "SELECT request_id, actor, payload FROM ledger_entries WHERE kind = 'exchange'",
+        )
+        .fetch_all(store.pool())
+        .await
+        .unwrap();
+        let in_ledger: HashMap<String, (String, String)> = entries
+            .into_iter()
+            .map(|(id, actor, payload)| (id, (actor, payload)))
+            .collect();
+        if ids.iter().all(|id| in_ledger.contains_key(id)) || Instant::now() > deadline {
+            break in_ledger;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    };
     for id in &ids {
         let (actor, payload) = in_ledger
             .get(id)

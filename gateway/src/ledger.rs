@@ -13,20 +13,24 @@
 //! answer's head is about to be written. How that interacts with a crash is
 //! the [`Durability`] setting (`ledger_durability`):
 //!
-//! - `strict` (the default): the answer waits until the batch holding its
-//!   entry is committed ([`Ledger::commit_exchange`]). The first waiting
-//!   request writes everything queued in one statement or transaction
-//!   (group commit), so concurrent requests share one commit. **A SIGKILL loses no
-//!   acknowledged exchange**: any answer a client received has its entry in
-//!   the database, and SQLite's WAL keeps a committed batch across a process
-//!   crash (not across a power loss: `synchronous = NORMAL`).
-//! - `batched`: nothing waits; a crash may lose the entries appended since
+//! - `strict` (the default): before the answer is sent, its entry (and
+//!   every other entry) is written to the ledger's journal ([`journal`]:
+//!   one `pwrite` into the page cache, no wait for a commit); the store
+//!   gets it with the next batch. **A SIGKILL loses no acknowledged
+//!   exchange**: what the store had not committed is recovered from the
+//!   journal, checked against the chain, at the next start or before an
+//!   offline `audit` command. Like SQLite's WAL with `synchronous = NORMAL`,
+//!   this holds across a crash of the process, not across a power loss. If
+//!   the journal cannot be written, answers wait for the (group) commit of
+//!   their entry instead ([`Ledger::commit_exchange`]).
+//! - `batched`: no journal; a crash may lose the entries appended since
 //!   the last committed write: the last flush period ([`FLUSH_EVERY`]) plus
 //!   the write in progress, acknowledged exchanges included (in the crash
 //!   test, a debug build on two loaded cores, the oldest lost exchange had
 //!   been answered 101 ms before the kill).
 //!
-//! Other entries (admin actions, plugin evidence) follow the batched rule.
+//! Other entries (admin actions, plugin evidence) are journaled too under
+//! `strict`, and follow the batched rule otherwise.
 //!
 //! Storage: entries are rows of `ledger_log`, except the exchanges of one
 //! write, which share a row of `ledger_runs` (up to 256 entries of 93
@@ -69,13 +73,16 @@ const MAX_COMMIT_YIELDS: usize = 4;
 /// Entries per INSERT statement (8 parameters each, far below SQLite's limit).
 const ROWS_PER_INSERT: usize = 100;
 const DOMAIN: &[u8] = b"chasqui-ledger-checkpoint";
+/// How long a start waits for the journal held by a gateway still exiting.
+const JOURNAL_WAIT: Duration = Duration::from_secs(10);
 
 /// What a crash may lose of the exchanges appended to the ledger.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default, serde::Deserialize)]
 #[serde(rename_all = "lowercase")]
 pub enum Durability {
-    /// An answer waits for the commit of its exchange's entry: a crash
-    /// loses no acknowledged exchange.
+    /// An answer is sent once its exchange's entry is in the journal (or,
+    /// without one, committed): a crash of the process loses no
+    /// acknowledged exchange.
     #[default]
     Strict,
     /// Entries are written every [`FLUSH_EVERY`]; a crash may lose that
@@ -388,7 +395,17 @@ impl Ledger {
             let chain = ledger.chain.lock().unwrap_or_else(|p| p.into_inner());
             (chain.next, chain.last_hash)
         };
-        let recovered = journal::recoverable(journal_dir, next, last_hash)?;
+        // A gateway killed just before this start may not be gone yet.
+        let started = Instant::now();
+        let held = loop {
+            match journal::take(journal_dir) {
+                Err(JournalError::Busy(_)) if started.elapsed() < JOURNAL_WAIT => {
+                    tokio::time::sleep(Duration::from_millis(20)).await;
+                }
+                taken => break taken?,
+            }
+        };
+        let recovered = journal::recoverable(&held, journal_dir, next, last_hash)?;
         if let Some(last) = recovered.last() {
             let (next, last_hash) = (last.position + 1, last.hash);
             let count = recovered.len();
@@ -401,7 +418,7 @@ impl Ledger {
             chain.committed = next;
         }
         // Only now that the store holds them: opening empties the files.
-        let writer = journal::Writer::open(journal_dir)?;
+        let writer = journal::Writer::open(held, journal_dir)?;
         ledger
             .chain
             .lock()
@@ -534,10 +551,11 @@ impl Ledger {
         self.flush_locked(order).await
     }
 
-    /// Appends the entry of one exchange and returns once it is committed,
-    /// or `false` when it was not within `within` (strict durability).
+    /// Appends the entry of one exchange and returns once it is journaled
+    /// (at once) or, without a journal, committed; `false` when it was not
+    /// within `within` (strict durability).
     ///
-    /// Group commit without a helper thread: the caller waits for the write
+    /// Without a journal: group commit without a helper thread: the caller waits for the write
     /// lock; whoever gets it first writes everything queued by then (its
     /// own entry and those of every request that appended meanwhile), and
     /// the others find theirs already committed when their turn comes. All
@@ -1403,11 +1421,12 @@ pub async fn recover_journal(pool: &SqlitePool, journal_dir: &Path) -> Result<us
         },
         None => (0, [0; 32]),
     };
-    let recovered = match journal::recoverable(journal_dir, next, last_hash) {
-        Ok(recovered) => recovered,
+    let held = match journal::take(journal_dir) {
+        Ok(held) => held,
         Err(JournalError::Busy(_)) => return Ok(0),
         Err(e) => return Err(e.into()),
     };
+    let recovered = journal::recoverable(&held, journal_dir, next, last_hash)?;
     if !recovered.is_empty() {
         write_to_pool(pool, &recovered, None).await?;
     }

@@ -66,6 +66,16 @@ pub(super) fn exists(dir: &Path) -> bool {
     paths(dir).iter().any(|p| p.exists())
 }
 
+/// The exclusive hold of a journal: whoever has it may recover and write it.
+pub(super) struct Lock(File);
+
+/// Takes the journal of `dir`; [`JournalError::Busy`] while another
+/// process (or another ledger of this one) holds it.
+pub(super) fn take(dir: &Path) -> Result<Lock, JournalError> {
+    std::fs::create_dir_all(dir).map_err(io(dir))?;
+    lock(dir).map(Lock)
+}
+
 /// The lock that the writing process holds on the journal of `dir`.
 fn lock(dir: &Path) -> Result<File, JournalError> {
     let path = dir.join("ledger.journal.lock");
@@ -98,11 +108,10 @@ pub(super) struct Writer {
 }
 
 impl Writer {
-    /// Takes the journal of `dir`, whose files must hold nothing left to
-    /// recover ([`recover`] first): they are emptied.
-    pub(super) fn open(dir: &Path) -> Result<Writer, JournalError> {
-        std::fs::create_dir_all(dir).map_err(io(dir))?;
-        let lock = lock(dir)?;
+    /// The writer of the journal of `dir`, held by `lock`, whose files
+    /// must hold nothing left to recover ([`recoverable`] first): they are
+    /// emptied.
+    pub(super) fn open(lock: Lock, dir: &Path) -> Result<Writer, JournalError> {
         let paths = paths(dir);
         let open = |path: &Path| {
             OpenOptions::new()
@@ -121,7 +130,7 @@ impl Writer {
             active: 0,
             rotate_at: ROTATE_BYTES,
             record: Vec::with_capacity(256),
-            _lock: lock,
+            _lock: lock.0,
         })
     }
 
@@ -248,14 +257,14 @@ fn decode(record: &[u8]) -> Option<Pending> {
 
 /// The entries journaled in `dir` that continue a chain whose next position
 /// is `next` after the hash `last_hash`: in order, each hashing to what it
-/// holds, up to the first missing or broken one. Fails with
-/// [`JournalError::Busy`] while another process writes the journal.
+/// holds, up to the first missing or broken one. `_held` proves that no
+/// other process writes it meanwhile.
 pub(super) fn recoverable(
+    _held: &Lock,
     dir: &Path,
     next: u64,
     last_hash: [u8; 32],
 ) -> Result<Vec<Pending>, JournalError> {
-    let _lock = lock(dir)?;
     let mut journaled = Vec::new();
     for path in paths(dir) {
         let mut bytes = Vec::new();
@@ -339,30 +348,30 @@ mod tests {
     fn journaled_entries_after_the_store_are_recovered_in_order() {
         let dir = tempfile::tempdir().unwrap();
         let entries = chain(0, 40, [0; 32]);
-        let mut writer = Writer::open(dir.path()).unwrap();
+        let mut writer = Writer::open(take(dir.path()).unwrap(), dir.path()).unwrap();
         for e in &entries {
             writer.write(e, 0).unwrap();
         }
-        // A second process cannot recover while the writer lives.
-        assert!(matches!(
-            recoverable(dir.path(), 0, [0; 32]),
-            Err(JournalError::Busy(_))
-        ));
+        // Nobody else takes the journal while the writer lives.
+        assert!(matches!(take(dir.path()), Err(JournalError::Busy(_))));
         drop(writer);
+        let held = take(dir.path()).unwrap();
         // The store holds the first 25.
-        let got = recoverable(dir.path(), 25, entries[24].hash).unwrap();
+        let got = recoverable(&held, dir.path(), 25, entries[24].hash).unwrap();
         let positions: Vec<u64> = got.iter().map(|e| e.position).collect();
         assert_eq!(positions, (25..40).collect::<Vec<_>>());
         assert!(matches!(&got[8].payload, Payload::Json(t) if t == "{\"n\":33}"));
         // A store whose last hash differs recovers nothing.
-        assert!(recoverable(dir.path(), 25, [7; 32]).unwrap().is_empty());
+        assert!(recoverable(&held, dir.path(), 25, [7; 32])
+            .unwrap()
+            .is_empty());
     }
 
     #[test]
     fn a_record_cut_by_the_crash_ends_the_recovery() {
         let dir = tempfile::tempdir().unwrap();
         let entries = chain(0, 5, [0; 32]);
-        let mut writer = Writer::open(dir.path()).unwrap();
+        let mut writer = Writer::open(take(dir.path()).unwrap(), dir.path()).unwrap();
         for e in &entries {
             writer.write(e, 0).unwrap();
         }
@@ -371,17 +380,20 @@ mod tests {
         let len = std::fs::metadata(&path).unwrap().len();
         let file = OpenOptions::new().write(true).open(&path).unwrap();
         file.set_len(len - 3).unwrap();
-        let got = recoverable(dir.path(), 0, [0; 32]).unwrap();
+        let held = take(dir.path()).unwrap();
+        let got = recoverable(&held, dir.path(), 0, [0; 32]).unwrap();
         assert_eq!(got.len(), 4);
         // A changed byte breaks the chain at that entry.
         file.write_all_at(&[0xff], 30).unwrap();
-        assert!(recoverable(dir.path(), 0, [0; 32]).unwrap().is_empty());
+        assert!(recoverable(&held, dir.path(), 0, [0; 32])
+            .unwrap()
+            .is_empty());
     }
 
     #[test]
     fn the_files_rotate_once_the_other_is_committed() {
         let dir = tempfile::tempdir().unwrap();
-        let mut writer = Writer::open(dir.path()).unwrap();
+        let mut writer = Writer::open(take(dir.path()).unwrap(), dir.path()).unwrap();
         writer.rotate_at = 1;
         let entries = chain(0, 4, [0; 32]);
         writer.write(&entries[0], 0).unwrap();
@@ -395,7 +407,8 @@ mod tests {
         writer.write(&entries[3], 1).unwrap();
         assert_eq!(writer.active, 0);
         drop(writer);
-        let got = recoverable(dir.path(), 1, entries[0].hash).unwrap();
+        let held = take(dir.path()).unwrap();
+        let got = recoverable(&held, dir.path(), 1, entries[0].hash).unwrap();
         let positions: Vec<u64> = got.iter().map(|e| e.position).collect();
         assert_eq!(positions, [1, 2, 3]);
     }
