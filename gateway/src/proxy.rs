@@ -1462,13 +1462,17 @@ fn record_of(
 ) -> OperationalRecord {
     let routed = ctx.routed.as_ref();
     let consumer = routed.map(|r| &r.consumer).or(ctx.consumer.as_ref());
-    let (service, route) = ctx.record_route.clone().unwrap_or_default();
+    // The requested service's name is only needed when nothing was routed.
+    let (service, route) = ctx
+        .record_route
+        .as_ref()
+        .map_or(("", String::new()), |(s, r)| (s.as_str(), r.clone()));
     let mut record = OperationalRecord {
         request_id: ctx.request_id.clone(),
         trace_id: ctx.trace.as_ref().map(|t| t.trace_id.clone()),
         consumer_entity: consumer.map_or_else(String::new, |c| c.entity_code.clone()),
         consumer_system: consumer.map_or_else(String::new, |c| c.consumer_code.clone()),
-        service: routed.map_or(service, |r| r.service.route_name.clone()),
+        service: routed.map_or_else(|| service.to_string(), |r| r.service.route_name.clone()),
         route,
         environment: routed.map_or_else(
             || consumer.map_or_else(String::new, |c| c.environment.as_str().to_string()),

@@ -16,7 +16,7 @@
 //! about to commit itself.
 //!
 //! A record: `u32` length of the rest, then `u64` position, `i64` at_ms,
-//! kind, actor and request id (each a `u16` length and its bytes), the
+//! kind, actor and request id (each a `u32` length and its bytes), the
 //! payload (tag 0 and a `u32` length and JSON text, or tag 1 and a 32-byte
 //! digest) and the 32-byte chained hash, little-endian. A record cut short
 //! by the crash, or one that does not chain, ends the recovery.
@@ -168,11 +168,8 @@ fn encode(entry: &Pending, out: &mut Vec<u8>) {
     out.extend_from_slice(&entry.position.to_le_bytes());
     out.extend_from_slice(&entry.at_ms.to_le_bytes());
     for text in [&*entry.kind, &*entry.actor, entry.request_id.as_str()] {
-        // Kinds are at most 64 bytes; actors and request ids are short
-        // (anything longer is cut, and then does not chain on recovery).
-        let bytes = &text.as_bytes()[..text.len().min(u16::MAX as usize)];
-        out.extend_from_slice(&(bytes.len() as u16).to_le_bytes());
-        out.extend_from_slice(bytes);
+        out.extend_from_slice(&(text.len() as u32).to_le_bytes());
+        out.extend_from_slice(text.as_bytes());
     }
     match &entry.payload {
         Payload::Json(text) => {
@@ -206,7 +203,7 @@ impl<'a> Fields<'a> {
         self.take(N)?.try_into().ok()
     }
     fn text(&mut self) -> Option<String> {
-        let len = u16::from_le_bytes(self.array()?) as usize;
+        let len = u32::from_le_bytes(self.array()?) as usize;
         String::from_utf8(self.take(len)?.to_vec()).ok()
     }
 }

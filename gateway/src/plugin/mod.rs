@@ -860,6 +860,12 @@ impl Checkout {
         let result = f(instance);
         if result.is_err() {
             self.failed = true;
+        } else if self.permit == Permit::Probe && !instance.broken {
+            // The probe answered: the breaker closes now, not when the
+            // request ends (after its answer was sent, a client's next
+            // request could come first and be refused as a second probe).
+            self.plugin.breaker.success(Permit::Probe);
+            self.permit = Permit::Call;
         }
         result
     }
