@@ -15,7 +15,8 @@
 //!
 //! - `strict` (the default): before the answer is sent, its entry (and
 //!   every other entry) is written to the ledger's journal ([`journal`]:
-//!   one `pwrite` into the page cache, no wait for a commit); the store
+//!   a copy into a shared map of the file, so into the page cache: no
+//!   system call and no wait for a commit); the store
 //!   gets it with the next batch. **A SIGKILL loses no acknowledged
 //!   exchange**: what the store had not committed is recovered from the
 //!   journal, checked against the chain, at the next start or before an
@@ -517,7 +518,7 @@ impl Ledger {
         };
         let committed = chain.committed;
         let journaled = match chain.journal.as_mut().map(|j| j.write(&entry, committed)) {
-            Some(Ok(())) => true,
+            Some(Ok(written)) => written,
             Some(Err(e)) => {
                 // Answers wait for their commits from now on, as without a
                 // journal: slower, never less safe.

@@ -1,6 +1,7 @@
 //! The ledger's journal: under strict durability each entry is written to a
-//! journal file (one `pwrite` into the page cache, on the appending thread)
-//! before the answer it seals is sent, and reaches the store with the next
+//! journal file (a copy into a shared memory map of the file, that is into
+//! the page cache, on the appending thread: no system call) before the
+//! answer it seals is sent, and reaches the store with the next
 //! batch. A process crash does not lose what was written to the page cache:
 //! at the next start (or before an offline `audit` command) the entries
 //! journaled but not committed are recovered into the store, in order, each
@@ -10,7 +11,9 @@
 //!
 //! Two files, `ledger.journal.0` and `.1`, are written in turn: once the
 //! active one holds [`ROTATE_BYTES`] and everything in the other is
-//! committed, the other is emptied and becomes the active one. A lock file
+//! committed, the other is emptied and becomes the active one (a file is
+//! [`FILE_BYTES`] long, sparse until written; if the store lags by a whole
+//! file, answers wait for their commits until it catches up). A lock file
 //! held by the writing process keeps a second process (an offline `audit`
 //! command while the gateway runs) from recovering entries the gateway is
 //! about to commit itself.
@@ -22,14 +25,14 @@
 //! by the crash, or one that does not chain, ends the recovery.
 
 use super::{EntryHead, Payload, Pending};
+use memmap2::{MmapMut, MmapOptions};
 use std::borrow::Cow;
 use std::fs::{File, OpenOptions};
 use std::io::Read;
-use std::os::unix::fs::FileExt;
 use std::path::{Path, PathBuf};
 
 /// Bytes after which the writer turns to the other file (when it can).
-const ROTATE_BYTES: u64 = 8 << 20;
+const ROTATE_BYTES: usize = 8 << 20;
 
 /// Why the journal could not be used.
 #[derive(Debug, thiserror::Error)]
@@ -95,17 +98,23 @@ fn lock(dir: &Path) -> Result<File, JournalError> {
 /// The journal being written (by the process that holds its lock).
 pub(super) struct Writer {
     files: [File; 2],
+    /// Each file mapped whole, shared: a store into the map is in the page
+    /// cache at once, as a `write` would be, without a system call.
+    maps: [MmapMut; 2],
     paths: [PathBuf; 2],
     /// Bytes written in each file.
-    ends: [u64; 2],
+    ends: [usize; 2],
     /// The last position written in each file, if any.
     last: [Option<u64>; 2],
     active: usize,
     /// [`ROTATE_BYTES`], but for tests.
-    rotate_at: u64,
+    rotate_at: usize,
     record: Vec<u8>,
     _lock: File,
 }
+
+/// Bytes of each journal file (sparse until written).
+const FILE_BYTES: usize = 16 << 20;
 
 impl Writer {
     /// The writer of the journal of `dir`, held by `lock`, whose files
@@ -113,17 +122,36 @@ impl Writer {
     /// emptied.
     pub(super) fn open(lock: Lock, dir: &Path) -> Result<Writer, JournalError> {
         let paths = paths(dir);
-        let open = |path: &Path| {
-            OpenOptions::new()
+        let open = |path: &Path| -> Result<(File, MmapMut), JournalError> {
+            let file = OpenOptions::new()
                 .create(true)
                 .truncate(true)
                 .read(true)
                 .write(true)
                 .open(path)
-                .map_err(io(path))
+                .map_err(io(path))?;
+            file.set_len(FILE_BYTES as u64).map_err(io(path))?;
+            // SAFETY: `MmapMut` hands out the mapping as a `&mut [u8]`,
+            // which is sound only if nothing else changes the file or its
+            // length while it is mapped. This process created the file in
+            // its data directory and holds the journal's exclusive lock
+            // (`lock`, kept in the writer) for as long as the map lives, so
+            // no other Chasqui process opens it for writing; this writer
+            // is its only user in the process (behind the ledger's chain
+            // mutex) and changes its length only in `reuse`, while no
+            // slice of the map is borrowed. A process outside Chasqui that
+            // ignores the lock and truncates the file could make a store
+            // fault (SIGBUS); that is the same kind of outside damage as
+            // deleting `ledger.db`.
+            let map =
+                unsafe { MmapOptions::new().len(FILE_BYTES).map_mut(&file) }.map_err(io(path))?;
+            Ok((file, map))
         };
+        let (file0, map0) = open(&paths[0])?;
+        let (file1, map1) = open(&paths[1])?;
         Ok(Writer {
-            files: [open(&paths[0])?, open(&paths[1])?],
+            files: [file0, file1],
+            maps: [map0, map1],
             paths,
             ends: [0, 0],
             last: [None, None],
@@ -135,28 +163,39 @@ impl Writer {
     }
 
     /// Writes `entry` (the next position); `committed` is the first
-    /// position not yet in the store. On an error the entry is not
-    /// journaled (the caller then waits for its commit).
-    pub(super) fn write(&mut self, entry: &Pending, committed: u64) -> Result<(), JournalError> {
+    /// position not yet in the store. `Ok(false)` when there is no room
+    /// now (the store lags by a whole file: the caller waits for the
+    /// entry's commit instead); on an error the journal is unusable.
+    pub(super) fn write(&mut self, entry: &Pending, committed: u64) -> Result<bool, JournalError> {
+        encode(entry, &mut self.record);
         let other = 1 - self.active;
-        if self.ends[self.active] >= self.rotate_at
+        let full = self.ends[self.active] + self.record.len() > FILE_BYTES;
+        if (full || self.ends[self.active] >= self.rotate_at)
             && self.last[other].is_none_or(|l| l < committed)
         {
             // Everything in the other file is in the store: reuse it.
-            self.files[other]
-                .set_len(0)
-                .map_err(io(&self.paths[other]))?;
-            self.ends[other] = 0;
-            self.last[other] = None;
+            self.reuse(other)?;
             self.active = other;
         }
-        encode(entry, &mut self.record);
         let at = self.active;
-        self.files[at]
-            .write_all_at(&self.record, self.ends[at])
-            .map_err(io(&self.paths[at]))?;
-        self.ends[at] += self.record.len() as u64;
+        let (start, end) = (self.ends[at], self.ends[at] + self.record.len());
+        let Some(slot) = self.maps[at].get_mut(start..end) else {
+            return Ok(false);
+        };
+        slot.copy_from_slice(&self.record);
+        self.ends[at] = end;
         self.last[at] = Some(entry.position);
+        Ok(true)
+    }
+
+    /// Empties file `at` (its pages become zeros again).
+    fn reuse(&mut self, at: usize) -> Result<(), JournalError> {
+        let file = &self.files[at];
+        file.set_len(0)
+            .and_then(|()| file.set_len(FILE_BYTES as u64))
+            .map_err(io(&self.paths[at]))?;
+        self.ends[at] = 0;
+        self.last[at] = None;
         Ok(())
     }
 }
@@ -301,6 +340,7 @@ pub(super) fn recoverable(
 #[cfg(test)]
 mod tests {
     use super::*;
+    use std::os::unix::fs::FileExt;
 
     fn entry(position: u64, prev: &[u8; 32], payload: Payload) -> Pending {
         let head = EntryHead {
@@ -370,13 +410,13 @@ mod tests {
         let entries = chain(0, 5, [0; 32]);
         let mut writer = Writer::open(take(dir.path()).unwrap(), dir.path()).unwrap();
         for e in &entries {
-            writer.write(e, 0).unwrap();
+            assert!(writer.write(e, 0).unwrap());
         }
+        let end = writer.ends[0] as u64;
         drop(writer);
         let path = dir.path().join("ledger.journal.0");
-        let len = std::fs::metadata(&path).unwrap().len();
         let file = OpenOptions::new().write(true).open(&path).unwrap();
-        file.set_len(len - 3).unwrap();
+        file.set_len(end - 3).unwrap();
         let held = take(dir.path()).unwrap();
         let got = recoverable(&held, dir.path(), 0, [0; 32]).unwrap();
         assert_eq!(got.len(), 4);
@@ -408,5 +448,26 @@ mod tests {
         let got = recoverable(&held, dir.path(), 1, entries[0].hash).unwrap();
         let positions: Vec<u64> = got.iter().map(|e| e.position).collect();
         assert_eq!(positions, [1, 2, 3]);
+    }
+
+    #[test]
+    fn a_journal_the_store_lags_a_whole_file_behind_takes_no_more() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut writer = Writer::open(take(dir.path()).unwrap(), dir.path()).unwrap();
+        writer.rotate_at = 1;
+        let entries = chain(0, 2, [0; 32]);
+        assert!(writer.write(&entries[0], 0).unwrap());
+        assert!(writer.write(&entries[1], 0).unwrap());
+        assert_eq!(writer.active, 1);
+        // Entry 0 is never committed: file 1 fills up, then there is no room.
+        let mut written = 0;
+        while writer.write(&entries[1], 0).unwrap() {
+            written += 1;
+        }
+        assert!(written > 1000);
+        assert_eq!(writer.active, 1);
+        // Once entry 0 is committed, file 0 is emptied and taken.
+        assert!(writer.write(&entries[1], 1).unwrap());
+        assert_eq!((writer.active, writer.ends[0] > 0), (0, true));
     }
 }
