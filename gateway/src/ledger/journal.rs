@@ -12,7 +12,8 @@
 //! Two files, `ledger.journal.0` and `.1`, are written in turn: once the
 //! active one holds [`ROTATE_BYTES`] and everything in the other is
 //! committed, the other is emptied and becomes the active one (a file is
-//! [`FILE_BYTES`] long, sparse until written; if the store lags by a whole
+//! [`FILE_BYTES`] long, written with zeros when the writer opens it; if the
+//! store lags by a whole
 //! file, answers wait for their commits until it catches up). A lock file
 //! held by the writing process keeps a second process (an offline `audit`
 //! command while the gateway runs) from recovering entries the gateway is
@@ -28,11 +29,11 @@ use super::{EntryHead, Payload, Pending};
 use memmap2::{MmapMut, MmapOptions};
 use std::borrow::Cow;
 use std::fs::{File, OpenOptions};
-use std::io::Read;
+use std::io::{Read, Write};
 use std::path::{Path, PathBuf};
 
 /// Bytes after which the writer turns to the other file (when it can).
-const ROTATE_BYTES: usize = 8 << 20;
+const ROTATE_BYTES: usize = 2 << 20;
 
 /// Why the journal could not be used.
 #[derive(Debug, thiserror::Error)]
@@ -97,11 +98,9 @@ fn lock(dir: &Path) -> Result<File, JournalError> {
 
 /// The journal being written (by the process that holds its lock).
 pub(super) struct Writer {
-    files: [File; 2],
     /// Each file mapped whole, shared: a store into the map is in the page
     /// cache at once, as a `write` would be, without a system call.
     maps: [MmapMut; 2],
-    paths: [PathBuf; 2],
     /// Bytes written in each file.
     ends: [usize; 2],
     /// The last position written in each file, if any.
@@ -114,7 +113,7 @@ pub(super) struct Writer {
 }
 
 /// Bytes of each journal file (sparse until written).
-const FILE_BYTES: usize = 16 << 20;
+const FILE_BYTES: usize = 4 << 20;
 
 impl Writer {
     /// The writer of the journal of `dir`, held by `lock`, whose files
@@ -122,7 +121,7 @@ impl Writer {
     /// emptied.
     pub(super) fn open(lock: Lock, dir: &Path) -> Result<Writer, JournalError> {
         let paths = paths(dir);
-        let open = |path: &Path| -> Result<(File, MmapMut), JournalError> {
+        let open = |path: &Path| -> Result<MmapMut, JournalError> {
             let file = OpenOptions::new()
                 .create(true)
                 .truncate(true)
@@ -130,29 +129,29 @@ impl Writer {
                 .write(true)
                 .open(path)
                 .map_err(io(path))?;
-            file.set_len(FILE_BYTES as u64).map_err(io(path))?;
+            // Written whole now, so that its blocks are allocated: a store
+            // into a mapped page without a block behind it would fault
+            // (SIGBUS) if the disk filled up; this way a full disk fails here.
+            let zeros = vec![0u8; 1 << 20];
+            for _ in 0..FILE_BYTES / zeros.len() {
+                (&file).write_all(&zeros).map_err(io(path))?;
+            }
             // SAFETY: `MmapMut` hands out the mapping as a `&mut [u8]`,
             // which is sound only if nothing else changes the file or its
-            // length while it is mapped. This process created the file in
-            // its data directory and holds the journal's exclusive lock
-            // (`lock`, kept in the writer) for as long as the map lives, so
+            // length while it is mapped (the map outlives `file`, closed
+            // here; the kernel keeps the mapping). This process created the
+            // file in its data directory and holds the journal's exclusive
+            // lock (`lock`, kept in the writer) for as long as the map lives, so
             // no other Chasqui process opens it for writing; this writer
             // is its only user in the process (behind the ledger's chain
-            // mutex) and changes its length only in `reuse`, while no
-            // slice of the map is borrowed. A process outside Chasqui that
+            // mutex) and never changes its length. A process outside Chasqui that
             // ignores the lock and truncates the file could make a store
             // fault (SIGBUS); that is the same kind of outside damage as
             // deleting `ledger.db`.
-            let map =
-                unsafe { MmapOptions::new().len(FILE_BYTES).map_mut(&file) }.map_err(io(path))?;
-            Ok((file, map))
+            unsafe { MmapOptions::new().len(FILE_BYTES).map_mut(&file) }.map_err(io(path))
         };
-        let (file0, map0) = open(&paths[0])?;
-        let (file1, map1) = open(&paths[1])?;
         Ok(Writer {
-            files: [file0, file1],
-            maps: [map0, map1],
-            paths,
+            maps: [open(&paths[0])?, open(&paths[1])?],
             ends: [0, 0],
             last: [None, None],
             active: 0,
@@ -174,7 +173,7 @@ impl Writer {
             && self.last[other].is_none_or(|l| l < committed)
         {
             // Everything in the other file is in the store: reuse it.
-            self.reuse(other)?;
+            self.reuse(other);
             self.active = other;
         }
         let at = self.active;
@@ -188,15 +187,13 @@ impl Writer {
         Ok(true)
     }
 
-    /// Empties file `at` (its pages become zeros again).
-    fn reuse(&mut self, at: usize) -> Result<(), JournalError> {
-        let file = &self.files[at];
-        file.set_len(0)
-            .and_then(|()| file.set_len(FILE_BYTES as u64))
-            .map_err(io(&self.paths[at]))?;
+    /// Empties file `at`: what was written becomes zeros again (in place,
+    /// keeping its blocks), so a recovery reads nothing stale after what
+    /// is written next.
+    fn reuse(&mut self, at: usize) {
+        self.maps[at][..self.ends[at]].fill(0);
         self.ends[at] = 0;
         self.last[at] = None;
-        Ok(())
     }
 }
 
