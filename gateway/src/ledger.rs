@@ -384,18 +384,14 @@ impl Ledger {
     /// durability, see [`journal`]): entries journaled by a run that
     /// crashed are recovered into the store first, then every entry is
     /// journaled before it is queued, and a strict answer need not wait for
-    /// its commit. Fails while another process holds the journal.
+    /// its commit. Fails if another process still holds the journal after
+    /// [`JOURNAL_WAIT`].
     pub async fn open_journaled(
         pool: SqlitePool,
         appender: Option<Arc<Appender>>,
         key_path: &Path,
         journal_dir: &Path,
     ) -> Result<Arc<Ledger>, LedgerError> {
-        let ledger = Self::open_appending(pool, appender, key_path).await?;
-        let (next, last_hash) = {
-            let chain = ledger.chain.lock().unwrap_or_else(|p| p.into_inner());
-            (chain.next, chain.last_hash)
-        };
         // A gateway killed just before this start may not be gone yet.
         let started = Instant::now();
         let held = loop {
@@ -406,18 +402,12 @@ impl Ledger {
                 taken => break taken?,
             }
         };
-        let recovered = journal::recoverable(&held, journal_dir, next, last_hash)?;
-        if let Some(last) = recovered.last() {
-            let (next, last_hash) = (last.position + 1, last.hash);
-            let count = recovered.len();
-            let (_, written) = ledger.write(recovered, None).await;
-            written?;
-            tracing::warn!(entries = count, "recovered ledger entries from the journal of a run that stopped without committing them");
-            let mut chain = ledger.chain.lock().unwrap_or_else(|p| p.into_inner());
-            chain.next = next;
-            chain.last_hash = last_hash;
-            chain.committed = next;
+        let recovered = recover_held(&pool, &held, journal_dir).await?;
+        if recovered > 0 {
+            tracing::warn!(entries = recovered, "recovered ledger entries from the journal of a run that stopped without committing them");
         }
+        // The chain continues from the store, recovered entries included.
+        let ledger = Self::open_appending(pool, appender, key_path).await?;
         // Only now that the store holds them: opening empties the files.
         let writer = journal::Writer::open(held, journal_dir)?;
         ledger
@@ -1414,6 +1404,22 @@ pub async fn recover_journal(pool: &SqlitePool, journal_dir: &Path) -> Result<us
     if !journal::exists(journal_dir) {
         return Ok(0);
     }
+    let held = match journal::take(journal_dir) {
+        Ok(held) => held,
+        Err(JournalError::Busy(_)) => return Ok(0),
+        Err(e) => return Err(e.into()),
+    };
+    recover_held(pool, &held, journal_dir).await
+}
+
+/// Writes into the store (through `pool`) the entries of the journal in
+/// `journal_dir`, which `held` holds, that continue the stored chain;
+/// returns how many.
+async fn recover_held(
+    pool: &SqlitePool,
+    held: &journal::Lock,
+    journal_dir: &Path,
+) -> Result<usize, LedgerError> {
     let (next, last_hash) = match last_entry(pool).await? {
         Some(last) => match <[u8; 32]>::try_from(last.hash.as_slice()) {
             Ok(hash) => (last.position + 1, hash),
@@ -1422,12 +1428,7 @@ pub async fn recover_journal(pool: &SqlitePool, journal_dir: &Path) -> Result<us
         },
         None => (0, [0; 32]),
     };
-    let held = match journal::take(journal_dir) {
-        Ok(held) => held,
-        Err(JournalError::Busy(_)) => return Ok(0),
-        Err(e) => return Err(e.into()),
-    };
-    let recovered = journal::recoverable(&held, journal_dir, next, last_hash)?;
+    let recovered = journal::recoverable(held, journal_dir, next, last_hash)?;
     if !recovered.is_empty() {
         write_to_pool(pool, &recovered, None).await?;
     }
