@@ -3,6 +3,7 @@
 //! removed or moved directly in the store.
 
 use chasqui::ledger::{entry_hash, hex, Ledger};
+use chasqui_catalog::oprecords::SmolStr;
 use chasqui_catalog::Store;
 use std::path::Path;
 use std::process::Command;
@@ -284,7 +285,11 @@ async fn concurrent_committed_exchanges_are_each_stored_before_returning() {
             let request_id = format!("{i:032x}");
             let digest = [i as u8; 32];
             let committed = ledger
-                .commit_exchange(&request_id, &digest, Duration::from_secs(10))
+                .commit_exchange(
+                    &SmolStr::from(&request_id),
+                    &digest,
+                    Duration::from_secs(10),
+                )
                 .await;
             // Read through another connection: committed means stored.
             let stored: i64 =
@@ -336,7 +341,7 @@ async fn exchange_entries_are_stored_in_runs_and_their_tampering_is_named() {
         } else {
             request_id(i as u8)
         };
-        ledger.append_exchange(&id, &[i as u8; 32]);
+        ledger.append_exchange(&SmolStr::from(&id), &[i as u8; 32]);
     }
     ledger.checkpoint().await.unwrap();
     let pool = store.sqlite_pool().unwrap();
@@ -407,7 +412,7 @@ async fn exchange_entries_are_stored_in_runs_and_their_tampering_is_named() {
     // The ledger continues after a restart from the last run's last entry.
     drop(ledger);
     let ledger = appending_ledger(dir.path(), &store).await;
-    ledger.append_exchange(&request_id(0), &[0; 32]);
+    ledger.append_exchange(&SmolStr::from(&request_id(0)), &[0; 32]);
     ledger.flush().await.unwrap();
     let (ok, out) = verify(dir.path());
     assert!(ok && out.contains("301 entries"), "{out}");
@@ -539,7 +544,7 @@ async fn a_ledger_from_before_the_compact_rows_still_verifies_and_continues() {
             .unwrap();
     assert_eq!(shown[1], (exchange, old_hashes[1].clone()));
     let ledger = appending_ledger(dir.path(), &store).await;
-    ledger.append_exchange("req-3", &[3u8; 32]);
+    ledger.append_exchange(&SmolStr::from("req-3"), &[3u8; 32]);
     let next = ledger.append("doc.approval", "plugin:t", "", "{}").unwrap();
     assert_eq!(next.position, 4);
     ledger.checkpoint().await.unwrap();
@@ -597,7 +602,7 @@ async fn an_exported_range_verifies_offline_and_names_tampering() {
             .unwrap();
     }
     for i in 12..16u8 {
-        ledger.append_exchange(&format!("req-{i}"), &[i; 32]);
+        ledger.append_exchange(&SmolStr::from(format!("req-{i}")), &[i; 32]);
     }
     ledger.checkpoint().await.unwrap();
     for i in 16..19 {
@@ -739,7 +744,11 @@ async fn journaled_entries_survive_a_crash_before_their_commit() {
         // Journaled: no wait for the commit.
         assert!(
             ledger
-                .commit_exchange(&request_id(i), &[i; 32], std::time::Duration::ZERO)
+                .commit_exchange(
+                    &SmolStr::from(&request_id(i)),
+                    &[i; 32],
+                    std::time::Duration::ZERO
+                )
                 .await
         );
     }
@@ -770,7 +779,7 @@ async fn journaled_entries_survive_a_crash_before_their_commit() {
     assert_eq!(ids[5], request_id(5));
     assert_eq!(ids[21], "r21");
     // The chain goes on from the recovered entries.
-    ledger.append_exchange(&request_id(22), &[22; 32]);
+    ledger.append_exchange(&SmolStr::from(&request_id(22)), &[22; 32]);
     ledger.flush().await.unwrap();
     let (ok, out) = verify(dir.path());
     assert!(ok, "{out}");

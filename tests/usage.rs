@@ -407,8 +407,8 @@ async fn a_known_mix_of_calls_gives_exact_aggregates_csv_and_ledger_digests() {
         let record: chasqui_catalog::oprecords::OperationalRecord = {
             let r = &records[id];
             chasqui_catalog::oprecords::OperationalRecord {
-                request_id: id.clone(),
-                trace_id: r["trace_id"].as_str().map(String::from),
+                request_id: id.as_str().into(),
+                trace_id: r["trace_id"].as_str().map(Into::into),
                 consumer_entity: r["consumer_entity"].as_str().unwrap().into(),
                 consumer_system: r["consumer_system"].as_str().unwrap().into(),
                 service: r["service"].as_str().unwrap().into(),
@@ -422,8 +422,8 @@ async fn a_known_mix_of_calls_gives_exact_aggregates_csv_and_ledger_digests() {
                 sent_upstream_at_us: r["sent_upstream_at_us"].as_i64(),
                 upstream_answered_at_us: r["upstream_answered_at_us"].as_i64(),
                 answered_at_us: r["answered_at_us"].as_i64().unwrap(),
-                plugin_outcome: String::new(),
-                error_type: String::new(),
+                plugin_outcome: Default::default(),
+                error_type: Default::default(),
             }
         };
         assert_eq!(

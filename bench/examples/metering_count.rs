@@ -29,7 +29,7 @@ const BATCH: usize = 500;
 fn record(n: usize) -> OperationalRecord {
     let received = 1_790_000_000_000_000 + n as i64 * 40;
     OperationalRecord {
-        request_id: format!("{n:032x}"),
+        request_id: format!("{n:032x}").into(),
         trace_id: None,
         consumer_entity: "bench".into(),
         consumer_system: "loadgen".into(),
@@ -44,8 +44,8 @@ fn record(n: usize) -> OperationalRecord {
         sent_upstream_at_us: Some(received + 12),
         upstream_answered_at_us: Some(received + 30),
         answered_at_us: received + 35,
-        plugin_outcome: String::new(),
-        error_type: String::new(),
+        plugin_outcome: Default::default(),
+        error_type: Default::default(),
     }
 }
 

@@ -8,6 +8,7 @@ pub mod segment;
 use crate::store::{Backend, Result, Store, StoreError};
 use segment::Segment;
 use serde::{Deserialize, Serialize};
+pub use smol_str::SmolStr;
 use sqlx::Row;
 
 /// One request's operational record.
@@ -18,21 +19,29 @@ use sqlx::Row;
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
 pub struct OperationalRecord {
     /// The gateway's request id.
-    pub request_id: String,
+    #[schema(value_type = String)]
+    pub request_id: SmolStr,
     /// The W3C trace id the client sent, if any.
-    pub trace_id: Option<String>,
+    #[schema(value_type = Option<String>)]
+    pub trace_id: Option<SmolStr>,
     /// The calling entity (empty when not authenticated).
-    pub consumer_entity: String,
+    #[schema(value_type = String)]
+    pub consumer_entity: SmolStr,
     /// The calling system (empty when not authenticated).
-    pub consumer_system: String,
+    #[schema(value_type = String)]
+    pub consumer_system: SmolStr,
     /// The service as requested (`entidad/v{n}`; empty when none was named).
-    pub service: String,
+    #[schema(value_type = String)]
+    pub service: SmolStr,
     /// The path below the service with identifiers as `{id}`, no query.
-    pub route: String,
+    #[schema(value_type = String)]
+    pub route: SmolStr,
     /// `pruebas` or `produccion` (empty when not authenticated).
-    pub environment: String,
+    #[schema(value_type = String)]
+    pub environment: SmolStr,
     /// The HTTP method.
-    pub method: String,
+    #[schema(value_type = String)]
+    pub method: SmolStr,
     /// The status answered (0 when nothing was).
     pub status: u16,
     /// Bytes of the request body.
@@ -48,9 +57,11 @@ pub struct OperationalRecord {
     /// When the answer was done (Unix microseconds).
     pub answered_at_us: i64,
     /// The status a plugin answered with, or empty.
-    pub plugin_outcome: String,
+    #[schema(value_type = String)]
+    pub plugin_outcome: SmolStr,
     /// The problem slug the request ended with, or empty.
-    pub error_type: String,
+    #[schema(value_type = String)]
+    pub error_type: SmolStr,
 }
 
 /// Which records to list.
@@ -138,19 +149,26 @@ fn to_i64(n: u64) -> i64 {
     i64::try_from(n).unwrap_or(i64::MAX)
 }
 
+/// A text column as the record keeps it.
+fn text(r: &sqlx::any::AnyRow, column: &str) -> Result<SmolStr> {
+    Ok(SmolStr::from(r.try_get::<String, _>(column)?))
+}
+
 fn record_from_row(r: &sqlx::any::AnyRow) -> Result<OperationalRecord> {
     let status: i64 = r.try_get("status")?;
     let request_bytes: i64 = r.try_get("request_bytes")?;
     let response_bytes: i64 = r.try_get("response_bytes")?;
     Ok(OperationalRecord {
-        request_id: r.try_get("request_id")?,
-        trace_id: r.try_get("trace_id")?,
-        consumer_entity: r.try_get("consumer_entity")?,
-        consumer_system: r.try_get("consumer_system")?,
-        service: r.try_get("service")?,
-        route: r.try_get("route")?,
-        environment: r.try_get("environment")?,
-        method: r.try_get("method")?,
+        request_id: text(r, "request_id")?,
+        trace_id: r
+            .try_get::<Option<String>, _>("trace_id")?
+            .map(SmolStr::from),
+        consumer_entity: text(r, "consumer_entity")?,
+        consumer_system: text(r, "consumer_system")?,
+        service: text(r, "service")?,
+        route: text(r, "route")?,
+        environment: text(r, "environment")?,
+        method: text(r, "method")?,
         status: u16::try_from(status).unwrap_or(0),
         request_bytes: u64::try_from(request_bytes).unwrap_or(0),
         response_bytes: u64::try_from(response_bytes).unwrap_or(0),
@@ -158,8 +176,8 @@ fn record_from_row(r: &sqlx::any::AnyRow) -> Result<OperationalRecord> {
         sent_upstream_at_us: r.try_get("sent_upstream_at_us")?,
         upstream_answered_at_us: r.try_get("upstream_answered_at_us")?,
         answered_at_us: r.try_get("answered_at_us")?,
-        plugin_outcome: r.try_get("plugin_outcome")?,
-        error_type: r.try_get("error_type")?,
+        plugin_outcome: text(r, "plugin_outcome")?,
+        error_type: text(r, "error_type")?,
     })
 }
 
@@ -308,11 +326,11 @@ impl Store {
         limit: usize,
     ) -> Result<Vec<OperationalRecord>> {
         let matches = |r: &OperationalRecord| {
-            filter.service.as_ref().is_none_or(|s| &r.service == s)
+            filter.service.as_ref().is_none_or(|s| r.service == s)
                 && filter
                     .consumer_entity
                     .as_ref()
-                    .is_none_or(|e| &r.consumer_entity == e)
+                    .is_none_or(|e| r.consumer_entity == e)
                 && filter.since_us.is_none_or(|t| r.received_at_us >= t)
         };
         // (received, segment id, position in it): the listing's order key.
@@ -435,8 +453,8 @@ mod tests {
             sent_upstream_at_us: Some(at + 1),
             upstream_answered_at_us: Some(at + 2),
             answered_at_us: at + 3,
-            plugin_outcome: String::new(),
-            error_type: String::new(),
+            plugin_outcome: SmolStr::default(),
+            error_type: SmolStr::default(),
         }
     }
 
@@ -503,7 +521,7 @@ mod tests {
             .map(|i| {
                 let mut r = record(&format!("r{i}"), "a/v1", "c", 1_000 + i as i64);
                 if i % 2 == 0 {
-                    r.trace_id = Some(format!("{i:032x}"));
+                    r.trace_id = Some(format!("{i:032x}").into());
                 } else {
                     r.sent_upstream_at_us = None;
                     r.upstream_answered_at_us = None;
@@ -617,7 +635,7 @@ mod tests {
                 .fetch_one(pool)
                 .await
                 .unwrap();
-        assert_eq!(body[0], 1, "binary, version 1");
+        assert_eq!(body[0], 2, "binary, version 2");
         assert_eq!(listed(&store).await, [batch, later].concat());
     }
 

@@ -121,10 +121,10 @@ pub fn aggregate(records: &[OperationalRecord]) -> Vec<UsageRow> {
             .or_insert_with(|| {
                 rows.push(UsageRow::empty(UsageKey {
                     hour_start,
-                    consumer_entity: r.consumer_entity.clone(),
-                    consumer_system: r.consumer_system.clone(),
-                    service: r.service.clone(),
-                    environment: r.environment.clone(),
+                    consumer_entity: r.consumer_entity.to_string(),
+                    consumer_system: r.consumer_system.to_string(),
+                    service: r.service.to_string(),
+                    environment: r.environment.to_string(),
                 }));
                 rows.len() - 1
             });
@@ -370,6 +370,7 @@ impl Store {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::oprecords::SmolStr;
 
     fn record(
         entity: &str,
@@ -379,7 +380,7 @@ mod tests {
         latency_us: i64,
     ) -> OperationalRecord {
         OperationalRecord {
-            request_id: format!("r{at}"),
+            request_id: format!("r{at}").into(),
             trace_id: None,
             consumer_entity: entity.into(),
             consumer_system: "sys".into(),
@@ -394,8 +395,8 @@ mod tests {
             sent_upstream_at_us: None,
             upstream_answered_at_us: None,
             answered_at_us: at + latency_us,
-            plugin_outcome: String::new(),
-            error_type: String::new(),
+            plugin_outcome: SmolStr::default(),
+            error_type: SmolStr::default(),
         }
     }
 

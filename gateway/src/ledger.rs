@@ -53,6 +53,7 @@ pub use journal::JournalError;
 use ring::rand::SystemRandom;
 use ring::signature::{Ed25519KeyPair, KeyPair, UnparsedPublicKey, ED25519};
 use sha2::{Digest, Sha256};
+use smol_str::SmolStr;
 use sqlx::{Row, SqlitePool};
 use std::borrow::Cow;
 use std::path::Path;
@@ -138,7 +139,8 @@ struct Pending {
     at_ms: i64,
     kind: Cow<'static, str>,
     actor: Cow<'static, str>,
-    request_id: String,
+    /// Shared with the request's context for an exchange (no copy).
+    request_id: SmolStr,
     payload: Payload,
     hash: [u8; 32],
 }
@@ -450,7 +452,7 @@ impl Ledger {
         let queued = self.enqueue(
             Cow::Owned(kind.to_string()),
             Cow::Owned(actor.to_string()),
-            request_id,
+            SmolStr::new(request_id),
             Payload::Json(payload_json.to_string()),
             false,
         );
@@ -466,11 +468,11 @@ impl Ledger {
     /// (batched durability; [`Ledger::commit_exchange`] waits for it). The
     /// request path's append: its payload is known to be valid JSON and no
     /// receipt is made.
-    pub fn append_exchange(&self, request_id: &str, digest: &[u8; 32]) {
+    pub fn append_exchange(&self, request_id: &SmolStr, digest: &[u8; 32]) {
         self.enqueue(
             Cow::Borrowed(EXCHANGE_KIND),
             Cow::Borrowed(EXCHANGE_ACTOR),
-            request_id,
+            request_id.clone(),
             Payload::Exchange(*digest),
             false,
         );
@@ -482,7 +484,7 @@ impl Ledger {
         &self,
         kind: Cow<'static, str>,
         actor: Cow<'static, str>,
-        request_id: &str,
+        request_id: SmolStr,
         payload: Payload,
         wait: bool,
     ) -> Queued {
@@ -494,7 +496,7 @@ impl Ledger {
             at_ms,
             kind: &kind,
             actor: &actor,
-            request_id,
+            request_id: &request_id,
         };
         let hash = head.hash(&chain.last_hash, &payload);
         let entry = Pending {
@@ -502,7 +504,7 @@ impl Ledger {
             at_ms,
             kind,
             actor,
-            request_id: request_id.to_string(),
+            request_id,
             payload,
             hash,
         };
@@ -555,14 +557,14 @@ impl Ledger {
     /// core, and commits held one or two entries each.
     pub async fn commit_exchange(
         &self,
-        request_id: &str,
+        request_id: &SmolStr,
         digest: &[u8; 32],
         within: Duration,
     ) -> bool {
         let queued = self.enqueue(
             Cow::Borrowed(EXCHANGE_KIND),
             Cow::Borrowed(EXCHANGE_ACTOR),
-            request_id,
+            request_id.clone(),
             Payload::Exchange(*digest),
             true,
         );
@@ -898,7 +900,7 @@ fn append_entries(
                         e.at_ms,
                         &*e.kind,
                         &*e.actor,
-                        e.request_id,
+                        e.request_id.as_str(),
                         text,
                         digest,
                         &e.hash[..],

@@ -268,8 +268,8 @@ mod tests {
             sent_upstream_at_us: None,
             upstream_answered_at_us: None,
             answered_at_us: 2,
-            plugin_outcome: String::new(),
-            error_type: String::new(),
+            plugin_outcome: Default::default(),
+            error_type: Default::default(),
         };
         recorder.record(record.clone());
         recorder.flush().await;

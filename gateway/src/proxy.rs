@@ -26,6 +26,7 @@ use pingora_error::{Error, ErrorSource, ErrorType, Result};
 use pingora_http::{RequestHeader, ResponseHeader};
 use pingora_proxy::{FailToProxy, ProxyHttp, Session};
 use rand::RngCore;
+use smol_str::SmolStr;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -94,7 +95,8 @@ struct CacheFill {
 
 /// Per-request state.
 pub struct RequestCtx {
-    request_id: String,
+    /// 32 lowercase hex digits; shared (not copied) by the operational record.
+    request_id: SmolStr,
     started: Instant,
     /// The policy resolved per service, loaded once for the whole request.
     table: Arc<PolicyTable>,
@@ -131,7 +133,7 @@ pub struct RequestCtx {
     /// When an upstream answered, if one did.
     upstream_answered_at_us: Option<i64>,
     /// The service as requested (`entidad/v{n}`) and the route template.
-    record_route: Option<(String, String)>,
+    record_route: Option<(SmolStr, SmolStr)>,
     /// The authenticated consumer, even when the request is then refused
     /// (no grant, wrong environment): the record and the usage name it.
     consumer: Option<Arc<TokenRecord>>,
@@ -145,10 +147,10 @@ pub struct RequestCtx {
     _inflight: InflightGuard,
 }
 
-fn new_request_id() -> String {
+fn new_request_id() -> SmolStr {
     let mut raw = [0u8; 16];
     rand::rng().fill_bytes(&mut raw);
-    crate::hex(&raw)
+    SmolStr::from(crate::hex(&raw))
 }
 
 /// An error that carries the problem to answer with.
@@ -590,8 +592,8 @@ impl ProxyHttp for ChasquiProxy {
         };
         let query = req.uri.query().map(str::to_owned);
         ctx.record_route = Some((
-            format!("{}/v{}", route.entity, route.version),
-            crate::oprecords::route_template(&route.rest),
+            smol_str::format_smolstr!("{}/v{}", route.entity, route.version),
+            SmolStr::from(crate::oprecords::route_template(&route.rest)),
         ));
 
         let table = self.gw.routes.load();
@@ -763,7 +765,7 @@ impl ProxyHttp for ChasquiProxy {
                     consumer_system: Some(consumer.consumer_code.clone()),
                     service: service.route_name.clone(),
                     environment: env.as_str().to_string(),
-                    request_id: ctx.request_id.clone(),
+                    request_id: ctx.request_id.to_string(),
                     trace_id: ctx.trace.as_ref().map(|t| t.trace_id.clone()),
                 },
                 client_address: session
@@ -1398,7 +1400,7 @@ impl ChasquiProxy {
             || {
                 ctx.record_route
                     .as_ref()
-                    .map(|r| r.0.clone())
+                    .map(|r| r.0.to_string())
                     .unwrap_or_default()
             },
             |r| r.service.route_name.clone(),
@@ -1424,7 +1426,7 @@ impl ChasquiProxy {
             ("http.request.method", method.to_string()),
             ("http.route", format!("/{service}{route}")),
             ("http.response.status_code", status.to_string()),
-            ("chasqui.request_id", ctx.request_id.clone()),
+            ("chasqui.request_id", ctx.request_id.to_string()),
         ];
         if let Some(consumer) = &ctx.consumer {
             attributes.push(("chasqui.environment", consumer.environment.as_str().into()));
@@ -1462,23 +1464,22 @@ fn record_of(
 ) -> OperationalRecord {
     let routed = ctx.routed.as_ref();
     let consumer = routed.map(|r| &r.consumer).or(ctx.consumer.as_ref());
-    // The requested service's name is only needed when nothing was routed.
-    let (service, route) = ctx
-        .record_route
-        .as_ref()
-        .map_or(("", String::new()), |(s, r)| (s.as_str(), r.clone()));
+    // Every string here is inline (at most 23 bytes), static or shared:
+    // the record costs the request path no allocation, and the writer's
+    // thread no free of memory another thread allocated.
+    let (service, route) = ctx.record_route.clone().unwrap_or_default();
     let mut record = OperationalRecord {
         request_id: ctx.request_id.clone(),
-        trace_id: ctx.trace.as_ref().map(|t| t.trace_id.clone()),
-        consumer_entity: consumer.map_or_else(String::new, |c| c.entity_code.clone()),
-        consumer_system: consumer.map_or_else(String::new, |c| c.consumer_code.clone()),
-        service: routed.map_or_else(|| service.to_string(), |r| r.service.route_name.clone()),
+        trace_id: ctx.trace.as_ref().map(|t| SmolStr::new(&t.trace_id)),
+        consumer_entity: consumer.map_or_else(SmolStr::default, |c| SmolStr::new(&c.entity_code)),
+        consumer_system: consumer.map_or_else(SmolStr::default, |c| SmolStr::new(&c.consumer_code)),
+        service: routed.map_or(service, |r| SmolStr::new(&r.service.route_name)),
         route,
-        environment: routed.map_or_else(
-            || consumer.map_or_else(String::new, |c| c.environment.as_str().to_string()),
-            |r| r.env.as_str().to_string(),
-        ),
-        method: session.req_header().method.as_str().to_string(),
+        environment: routed
+            .map(|r| r.env)
+            .or(consumer.map(|c| c.environment))
+            .map_or_else(SmolStr::default, |e| SmolStr::new_static(e.as_str())),
+        method: SmolStr::new(session.req_header().method.as_str()),
         received_at_us: ctx.received_at_us,
         // The request's progress, filled in below.
         status: 0,
@@ -1487,8 +1488,8 @@ fn record_of(
         sent_upstream_at_us: None,
         upstream_answered_at_us: None,
         answered_at_us: 0,
-        plugin_outcome: String::new(),
-        error_type: String::new(),
+        plugin_outcome: SmolStr::default(),
+        error_type: SmolStr::default(),
     };
     complete_record(&mut record, ctx, status, response_bytes, answered_at_us);
     record
@@ -1510,19 +1511,13 @@ fn complete_record(
     record.sent_upstream_at_us = ctx.sent_upstream_at_us;
     record.upstream_answered_at_us = ctx.upstream_answered_at_us;
     record.answered_at_us = answered_at_us.max(ctx.received_at_us);
-    match ctx.answered_by_plugin {
-        Some(s) => record.plugin_outcome = s.to_string(),
-        None => record.plugin_outcome.clear(),
-    }
-    match &ctx.problem {
-        Some((p, _)) => {
-            let slug = p.parts().1;
-            if record.error_type != slug {
-                record.error_type = slug.to_string();
-            }
-        }
-        None => record.error_type.clear(),
-    }
+    record.plugin_outcome = ctx
+        .answered_by_plugin
+        .map_or_else(SmolStr::default, |s| smol_str::format_smolstr!("{s}"));
+    record.error_type = ctx
+        .problem
+        .as_ref()
+        .map_or_else(SmolStr::default, |(p, _)| SmolStr::new_static(p.parts().1));
 }
 
 /// Maps a pingora error to the problem a client should see; `None` when

@@ -282,7 +282,7 @@ fn decode(record: &[u8]) -> Option<Pending> {
         at_ms,
         kind: Cow::Owned(kind),
         actor: Cow::Owned(actor),
-        request_id,
+        request_id: request_id.into(),
         payload,
         hash,
     })
@@ -357,7 +357,7 @@ mod tests {
             at_ms: head.at_ms,
             kind: Cow::Owned(head.kind.to_string()),
             actor: Cow::Owned(head.actor.to_string()),
-            request_id: head.request_id.to_string(),
+            request_id: head.request_id.into(),
             payload,
             hash,
         }

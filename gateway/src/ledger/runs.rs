@@ -164,7 +164,7 @@ mod tests {
             at_ms: 1_795_000_000_123,
             kind: Cow::Borrowed(EXCHANGE_KIND),
             actor: Cow::Borrowed(EXCHANGE_ACTOR),
-            request_id: request_id.to_string(),
+            request_id: request_id.into(),
             payload: Payload::Exchange([position as u8; 32]),
             hash: [(position as u8).wrapping_add(100); 32],
         }
