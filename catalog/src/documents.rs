@@ -68,10 +68,6 @@ pub fn check_pdf(content: &[u8]) -> Result<(), UploadError> {
     Ok(())
 }
 
-fn hex(bytes: &[u8]) -> String {
-    bytes.iter().map(|b| format!("{b:02x}")).collect()
-}
-
 const SELECT: &str =
     "SELECT d.id, e.code, d.kind, d.filename, d.media_type, d.size_bytes, d.sha256,
         d.uploaded_by, d.created_at, d.entity_id
@@ -120,7 +116,7 @@ impl Store {
             ))
             .into());
         }
-        let sha = hex(&Sha256::digest(content));
+        let sha = crate::hex::hex(&Sha256::digest(content));
         let now = now_unix();
         let id: i64 = sqlx::query_scalar(
             "INSERT INTO documents (entity_id, kind, filename, media_type, size_bytes, sha256, content, uploaded_by, created_at)

@@ -14,6 +14,7 @@ pub mod deferred;
 pub mod directory;
 pub mod documents;
 pub mod domain;
+pub mod hex;
 pub mod import;
 pub mod incidents;
 pub mod model;

@@ -75,10 +75,7 @@ pub struct PolicyVersion {
 
 /// Hex SHA-256 of a policy text.
 pub fn policy_digest(body: &str) -> String {
-    Sha256::digest(body.as_bytes())
-        .iter()
-        .map(|b| format!("{b:02x}"))
-        .collect()
+    crate::hex::hex(&Sha256::digest(body.as_bytes()))
 }
 
 fn now_ms() -> i64 {

@@ -98,12 +98,7 @@ pub fn well_formed(token: &str) -> bool {
 
 /// Hex SHA-256 of a token string, as stored.
 pub fn hash_hex(token: &str) -> String {
-    let digest: [u8; 32] = Sha256::digest(token.as_bytes()).into();
-    let mut s = String::with_capacity(64);
-    for b in digest {
-        s.push_str(&format!("{b:02x}"));
-    }
-    s
+    crate::hex::hex(&Sha256::digest(token.as_bytes()))
 }
 
 fn display_prefix(token: &str) -> String {

@@ -35,22 +35,4 @@ pub mod telemetry;
 pub mod tls;
 pub mod upstream;
 
-/// Lowercase hexadecimal of `bytes` (request ids, hashes, keys).
-pub fn hex(bytes: &[u8]) -> String {
-    let mut out = vec![0; bytes.len() * 2];
-    hex_into(bytes, &mut out).to_string()
-}
-
-/// Lowercase hexadecimal of `bytes` written into the first `2 * bytes.len()`
-/// bytes of `out` (which must hold them), without allocating: the ledger
-/// encodes two hashes per entry it writes this way.
-pub fn hex_into<'a>(bytes: &[u8], out: &'a mut [u8]) -> &'a str {
-    const DIGITS: &[u8; 16] = b"0123456789abcdef";
-    let out = &mut out[..bytes.len() * 2];
-    for (pair, b) in out.chunks_exact_mut(2).zip(bytes) {
-        pair[0] = DIGITS[usize::from(b >> 4)];
-        pair[1] = DIGITS[usize::from(b & 0xf)];
-    }
-    // Only ASCII digits were written.
-    std::str::from_utf8(out).unwrap_or_default()
-}
+pub use chasqui_catalog::hex::{hex, hex_into};

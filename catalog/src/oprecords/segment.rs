@@ -25,6 +25,7 @@
 //!   one (SQLite's JSON functions could build it in SQL).
 
 use super::{OperationalRecord, SmolStr};
+use crate::hex::{hex_into, id_bytes};
 use serde::{Deserialize, Serialize};
 use std::collections::HashMap;
 
@@ -162,7 +163,7 @@ impl<'a> BodyV2<'a> {
                 }
                 *at = last.1;
             }
-            let mut id = |text: &'a str| match hex_id(text) {
+            let mut id = |text: &'a str| match id_bytes(text) {
                 Some(bytes) => Id::Hex(bytes),
                 None => Id::Text(intern(text)),
             };
@@ -247,37 +248,10 @@ fn text_fields(r: &OperationalRecord) -> [&str; TEXTS] {
     ]
 }
 
-/// The 16 bytes that 32 lowercase hex digits spell; `None` for any other
-/// text (uppercase digits would not read back as they were).
-fn hex_id(text: &str) -> Option<[u8; 16]> {
-    fn digit(b: u8) -> Option<u8> {
-        match b {
-            b'0'..=b'9' => Some(b - b'0'),
-            b'a'..=b'f' => Some(b - b'a' + 10),
-            _ => None,
-        }
-    }
-    let text = text.as_bytes();
-    if text.len() != 32 {
-        return None;
-    }
-    let mut bytes = [0u8; 16];
-    for (byte, pair) in bytes.iter_mut().zip(text.chunks_exact(2)) {
-        *byte = digit(pair[0])? << 4 | digit(pair[1])?;
-    }
-    Some(bytes)
-}
-
 /// 32 lowercase hex digits of 16 bytes.
 fn hex_text(bytes: &[u8; 16]) -> SmolStr {
-    const DIGITS: &[u8; 16] = b"0123456789abcdef";
     let mut text = [0u8; 32];
-    for (pair, byte) in text.chunks_exact_mut(2).zip(bytes) {
-        pair[0] = DIGITS[usize::from(byte >> 4)];
-        pair[1] = DIGITS[usize::from(byte & 0xf)];
-    }
-    // Only ASCII digits and letters were written.
-    SmolStr::new(std::str::from_utf8(&text).unwrap_or_default())
+    SmolStr::new(hex_into(bytes, &mut text))
 }
 
 #[cfg(test)]

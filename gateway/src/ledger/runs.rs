@@ -11,6 +11,7 @@
 //! of another form) is stored as a row of `ledger_log`.
 
 use super::{Payload, Pending, StoredEntry, EXCHANGE_ACTOR, EXCHANGE_KIND};
+use chasqui_catalog::hex::id_bytes;
 
 /// Bytes of one entry in a run's body.
 pub(super) const RUN_ENTRY: usize = 13 + 16 + 32 + 32;
@@ -26,11 +27,7 @@ fn fits(entry: &Pending) -> bool {
         && entry.kind == EXCHANGE_KIND
         && entry.actor == EXCHANGE_ACTOR
         && (0..AT_MS_LIMIT).contains(&entry.at_ms)
-        && entry.request_id.len() == 32
-        && entry
-            .request_id
-            .bytes()
-            .all(|b| b.is_ascii_digit() || (b'a'..=b'f').contains(&b))
+        && id_bytes(&entry.request_id).is_some()
 }
 
 /// A part of a batch as it is stored.
@@ -79,23 +76,12 @@ pub(super) fn encode(entries: &[Pending], body: &mut Vec<u8>) {
             at_ms /= 10;
         }
         body.extend_from_slice(&digits);
-        let mut id = [0u8; 16];
-        for (byte, pair) in id.iter_mut().zip(e.request_id.as_bytes().chunks_exact(2)) {
-            *byte = (nibble(pair[0]) << 4) | nibble(pair[1]);
-        }
-        body.extend_from_slice(&id);
+        // `fits` checked that it spells 16 bytes.
+        body.extend_from_slice(&id_bytes(&e.request_id).unwrap_or_default());
         if let Payload::Exchange(digest) = &e.payload {
             body.extend_from_slice(digest);
         }
         body.extend_from_slice(&e.hash);
-    }
-}
-
-/// The value of a lowercase hex digit ([`fits`] checked it is one).
-fn nibble(b: u8) -> u8 {
-    match b {
-        b'0'..=b'9' => b - b'0',
-        _ => b - b'a' + 10,
     }
 }
 
