@@ -150,7 +150,9 @@ pub struct RequestCtx {
 fn new_request_id() -> SmolStr {
     let mut raw = [0u8; 16];
     rand::rng().fill_bytes(&mut raw);
-    SmolStr::from(crate::hex(&raw))
+    let mut digits = [0u8; 32];
+    // One allocation, shared by the record and the ledger entry from here.
+    SmolStr::new(crate::hex_into(&raw, &mut digits))
 }
 
 /// An error that carries the problem to answer with.
@@ -1464,9 +1466,11 @@ fn record_of(
 ) -> OperationalRecord {
     let routed = ctx.routed.as_ref();
     let consumer = routed.map(|r| &r.consumer).or(ctx.consumer.as_ref());
-    // Every string here is inline (at most 23 bytes), static or shared:
-    // the record costs the request path no allocation, and the writer's
-    // thread no free of memory another thread allocated.
+    // Strings up to 23 bytes are inline (codes, service, route, method),
+    // the environment and the problem slug static, the request id shared:
+    // for the usual call the record costs the request path no allocation
+    // (a trace id or a long route does), and the writer's thread no free
+    // of memory another thread allocated.
     let (service, route) = ctx.record_route.clone().unwrap_or_default();
     let mut record = OperationalRecord {
         request_id: ctx.request_id.clone(),
