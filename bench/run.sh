@@ -449,7 +449,8 @@ load() {
     if [[ $PROFILE == 1 && -n $CHASQUI_PID ]]; then
         # Sampling only (no call graphs: the release build has no frame
         # pointers), from the load core so the proxy core is not charged.
-        taskset -c "$CORE_LOAD" perf record -q -F 1999 -p "$CHASQUI_PID" -o "$raw.perf" \
+        # shellcheck disable=SC2086 # BENCH_PROFILE_ARGS is a list of words
+        taskset -c "$CORE_LOAD" perf record -q -F 1999 ${BENCH_PROFILE_ARGS:-} -p "$CHASQUI_PID" -o "$raw.perf" \
             -- sleep "${DURATION%s}" >/dev/null 2>&1 &
         perf_pid=$!
     fi

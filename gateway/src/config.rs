@@ -70,6 +70,11 @@ pub struct ServeArgs {
     /// ledger (true/false). Default true; off only to measure their cost.
     #[arg(long, env = "CHASQUI_METERING")]
     pub metering: Option<bool>,
+    /// Proxy bodiless calls (`GET`, `HEAD`) by the direct exchange rather
+    /// than pingora's general proxy loop (true/false). Default true; off to
+    /// compare the two.
+    #[arg(long, env = "CHASQUI_DIRECT_EXCHANGE")]
+    pub direct_exchange: Option<bool>,
     /// OTLP/HTTP collector (e.g. `http://127.0.0.1:4318`): traces are posted
     /// to `<endpoint>/v1/traces` as JSON. Default: no export.
     #[arg(long, env = "CHASQUI_OTLP_ENDPOINT")]
@@ -101,6 +106,7 @@ pub struct FileConfig {
     watch_policy: Option<bool>,
     ledger_durability: Option<String>,
     metering: Option<bool>,
+    direct_exchange: Option<bool>,
     otlp_endpoint: Option<String>,
     log_format: Option<String>,
 }
@@ -142,6 +148,8 @@ pub struct Config {
     pub ledger_durability: crate::ledger::Durability,
     /// Operational records, usage aggregates and exchange ledger entries on.
     pub metering: bool,
+    /// Bodiless calls (`GET`, `HEAD`) by the direct exchange.
+    pub direct_exchange: bool,
     /// OTLP/HTTP collector for traces, if any.
     pub otlp_endpoint: Option<String>,
     /// `text` or `json`.
@@ -231,6 +239,10 @@ impl Config {
             watch_policy: args.watch_policy.or(file.watch_policy).unwrap_or(true),
             ledger_durability,
             metering: args.metering.or(file.metering).unwrap_or(true),
+            direct_exchange: args
+                .direct_exchange
+                .or(file.direct_exchange)
+                .unwrap_or(true),
             otlp_endpoint: args
                 .otlp_endpoint
                 .or(file.otlp_endpoint)

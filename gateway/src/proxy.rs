@@ -30,6 +30,7 @@ use smol_str::SmolStr;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
+mod direct;
 mod filters;
 
 /// Request headers that only concern one hop, plus those a client must not
@@ -66,12 +67,27 @@ const COMMIT_WAIT: Duration = Duration::from_secs(5);
 /// The proxy.
 pub struct ChasquiProxy {
     gw: Arc<Gateway>,
+    /// The HTTP/1 client and connection pool of the direct exchange
+    /// (pingora's general path keeps its own).
+    connector: pingora_core::connectors::http::v1::Connector,
+    /// Whether the direct exchange is on.
+    direct: bool,
 }
 
 impl ChasquiProxy {
-    /// A proxy over the gateway's state.
-    pub fn new(gw: Arc<Gateway>) -> Self {
-        ChasquiProxy { gw }
+    /// A proxy over the gateway's state; `conf` sets the upstream pool,
+    /// `direct` turns the direct exchange on (see `proxy::direct`).
+    pub fn new(
+        gw: Arc<Gateway>,
+        conf: &pingora_core::server::configuration::ServerConf,
+        direct: bool,
+    ) -> Self {
+        let options = pingora_core::connectors::ConnectorOptions::from_server_conf(conf);
+        ChasquiProxy {
+            gw,
+            connector: pingora_core::connectors::http::v1::Connector::new(Some(options)),
+            direct,
+        }
     }
 }
 
@@ -821,6 +837,9 @@ impl ProxyHttp for ChasquiProxy {
                 return Ok(true);
             }
         }
+        if self.direct && Self::direct_eligible(session, ctx) {
+            return self.direct_exchange(session, ctx).await;
+        }
         Ok(false)
     }
 
@@ -1080,6 +1099,9 @@ impl ProxyHttp for ChasquiProxy {
             }
             response.insert_header("x-cache", "miss")?;
         }
+        if response.status != http::StatusCode::SWITCHING_PROTOCOLS {
+            strip_response_hop_by_hop(response);
+        }
         response.insert_header("x-request-id", ctx.request_id.as_str())?;
         self.seal(session, ctx, response.status.as_u16()).await;
         Ok(())
@@ -1152,6 +1174,7 @@ impl ProxyHttp for ChasquiProxy {
         mut e: Box<Error>,
     ) -> Box<Error> {
         let Some(routed) = ctx.routed.as_ref() else {
+            e.set_retry(false);
             return e;
         };
         if let Some(&index) = ctx.tried.last() {
@@ -1182,15 +1205,26 @@ impl ProxyHttp for ChasquiProxy {
         session: &mut Session,
         mut e: Box<Error>,
         ctx: &mut RequestCtx,
-        _client_reused: bool,
+        client_reused: bool,
     ) -> Box<Error> {
         // The request may have reached the upstream: only idempotent methods
         // whose body is still fully buffered may be sent again.
         let Some(routed) = ctx.routed.as_ref() else {
+            e.set_retry(false);
             return e;
         };
-        let retry = session.req_header().method.is_idempotent()
-            && !session.as_ref().retry_buffer_truncated()
+        let resendable = session.req_header().method.is_idempotent()
+            && !session.as_ref().retry_buffer_truncated();
+        if resendable && client_reused && matches!(e.retry, pingora_error::RetryType::ReusedOnly) {
+            // A pooled connection the upstream had closed while idle (the
+            // connection ended before any answer): not the upstream's
+            // failure, nor an attempt. The same upstream again, on another
+            // connection.
+            ctx.tried.pop();
+            e.set_retry(true);
+            return e;
+        }
+        let retry = resendable
             && ctx.tried.len() <= usize::from(upstream_settings(ctx).retries)
             && routed.pool.has_candidate(&ctx.tried);
         if ctx.problem.is_none() || retry {
@@ -1522,6 +1556,47 @@ fn complete_record(
         .problem
         .as_ref()
         .map_or_else(SmolStr::default, |(p, _)| SmolStr::new_static(p.parts().1));
+}
+
+/// The field names a `Connection` field lists (RFC 9110, 7.6.1).
+fn connection_nominated(headers: &http::HeaderMap) -> Vec<http::HeaderName> {
+    headers
+        .get_all(http::header::CONNECTION)
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .flat_map(|v| v.split(','))
+        .filter_map(|name| http::HeaderName::from_bytes(name.trim().as_bytes()).ok())
+        .collect()
+}
+
+/// Drops the upstream's hop-by-hop fields from its answer: those its
+/// `Connection` field names and the standard ones. pingora's downstream
+/// session sets the client's `Connection` and the framing itself.
+fn strip_response_hop_by_hop(response: &mut ResponseHeader) {
+    if !response.headers.contains_key(http::header::CONNECTION) {
+        // The common answer: only `keep-alive` could be left to drop.
+        if response.headers.contains_key("keep-alive") {
+            response.remove_header("keep-alive");
+        }
+        return;
+    }
+    for name in connection_nominated(&response.headers) {
+        // Framing stays: pingora reads it to frame the answer to the client.
+        if name != http::header::CONTENT_LENGTH && name != http::header::TRANSFER_ENCODING {
+            response.remove_header(&name);
+        }
+    }
+    for name in [
+        "connection",
+        "keep-alive",
+        "proxy-connection",
+        "trailer",
+        "upgrade",
+    ] {
+        if response.headers.contains_key(name) {
+            response.remove_header(name);
+        }
+    }
 }
 
 /// Maps a pingora error to the problem a client should see; `None` when

@@ -121,7 +121,7 @@ pub fn serve(config: Config) -> anyhow::Result<()> {
 
     let mut proxy = pingora_proxy::http_proxy_service_with_name(
         &server.configuration,
-        ChasquiProxy::new(gw.clone()),
+        ChasquiProxy::new(gw.clone(), &server.configuration, config.direct_exchange),
         "chasqui data plane",
     );
     let mut tls_settings =
