@@ -1,15 +1,14 @@
 //! The direct exchange: the common call (a `GET` or `HEAD` without a body)
-//! proxied from `request_filter` with
-//! pingora's own HTTP/1 client and connection pool, instead of pingora's
-//! general proxy loop.
+//! proxied from `request_filter` with pingora's own HTTP/1 client and
+//! connection pool, instead of pingora's general proxy loop.
 //!
 //! Why: the general loop is built for every case (request bodies streamed
 //! while the answer streams back, upgrades, its cache): per request it
 //! clones and re-validates the head, opens two task channels and runs two
 //! halves joined, each with its own `select!`. A bodiless call needs none of
-//! that: write the head, read the answer's head, stream its body back. The
-//! profile of the `base` benchmark put that machinery at a large share of
-//! the gateway's user time.
+//! that: write the head, read the answer's head, stream its body back. It
+//! saves about a tenth of the user-space instructions of a call (see
+//! `bench/README.md`, eighth session); the system calls are the same.
 //!
 //! What stays shared with the general path, so that both behave alike: the
 //! upstream choice (`upstream_peer`), the upstream head (`upstream_request_filter`),
