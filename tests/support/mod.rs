@@ -751,8 +751,9 @@ impl Gateway {
         }
     }
 
-    /// Sends raw bytes over TLS (HTTP/1.1) and returns the status and body.
-    pub async fn raw(&self, request: &[u8]) -> (u16, String) {
+    /// A TLS connection to the data plane (no ALPN: HTTP/1.1), trusting
+    /// the gateway's generated certificate.
+    pub async fn tls_connection(&self) -> tokio_rustls::client::TlsStream<TcpStream> {
         let cert = std::fs::read(self.dir.path().join("tls/cert.pem")).unwrap();
         let mut roots = rustls::RootCertStore::empty();
         for c in rustls_pemfile::certs(&mut cert.as_slice()) {
@@ -768,7 +769,12 @@ impl Gateway {
         let connector = tokio_rustls::TlsConnector::from(Arc::new(config));
         let tcp = TcpStream::connect(("127.0.0.1", self.port)).await.unwrap();
         let name = rustls::pki_types::ServerName::try_from("localhost").unwrap();
-        let mut tls = connector.connect(name, tcp).await.unwrap();
+        connector.connect(name, tcp).await.unwrap()
+    }
+
+    /// Sends raw bytes over TLS (HTTP/1.1) and returns the status and body.
+    pub async fn raw(&self, request: &[u8]) -> (u16, String) {
+        let mut tls = self.tls_connection().await;
         tls.write_all(request).await.unwrap();
         let mut out = Vec::new();
         let _ = tokio::time::timeout(Duration::from_secs(10), tls.read_to_end(&mut out)).await;
