@@ -185,12 +185,20 @@ impl ChasquiProxy {
     }
 }
 
-/// Reads the answer's head, past any informational (1xx) ones.
+/// Reads the answer's head, past any informational (1xx) ones. A `101` is
+/// refused: the request asked for no upgrade (pingora's general loop
+/// refuses it too).
 async fn read_final_head(upstream: &mut UpstreamSession) -> Result<()> {
     loop {
         upstream.read_response().await?;
         match upstream.get_status() {
-            Some(s) if s.is_informational() && s != http::StatusCode::SWITCHING_PROTOCOLS => {}
+            Some(http::StatusCode::SWITCHING_PROTOCOLS) => {
+                return Err(Error::explain(
+                    pingora_error::ErrorType::InvalidHTTPHeader,
+                    "the upstream switched protocols on a request that asked no upgrade",
+                ))
+            }
+            Some(s) if s.is_informational() => {}
             _ => return Ok(()),
         }
     }
