@@ -72,6 +72,11 @@ fn answer(method: &str, path: &str) -> (Vec<u8>, bool) {
             true,
         ),
         "/empty" => (b"HTTP/1.1 204 No Content\r\n\r\n".to_vec(), false),
+        // An informational answer before the final one.
+        "/early-hints" => (
+            b"HTTP/1.1 103 Early Hints\r\nLink: </a.css>; rel=preload\r\n\r\nHTTP/1.1 200 OK\r\nContent-Length: 5\r\n\r\nhints".to_vec(),
+            false,
+        ),
         "/hop" => (
             b"HTTP/1.1 200 OK\r\nConnection: keep-alive, X-Upstream-Hop\r\nKeep-Alive: timeout=5\r\nX-Upstream-Hop: secret\r\nX-Kept: yes\r\nContent-Length: 2\r\n\r\nok".to_vec(),
             false,
@@ -253,6 +258,13 @@ async fn framings_on_one_connection(direct: bool) {
     let got = call(&mut conn, &gw, "GET", "/a/v1/empty", &[]).await;
     assert_eq!((got.status, got.body.len()), (204, 0));
 
+    let got = call(&mut conn, &gw, "GET", "/a/v1/early-hints", &[]).await;
+    assert_eq!(
+        (got.status, &got.body[..]),
+        (200, &b"hints"[..]),
+        "an informational answer does not stand for the final one"
+    );
+
     let got = call(&mut conn, &gw, "GET", "/a/v1/unknown", &[]).await;
     assert_eq!(got.status, 404, "the upstream's own 404 is passed on");
 
@@ -260,7 +272,7 @@ async fn framings_on_one_connection(direct: bool) {
     assert_eq!((got.status, &got.body[..]), (200, &b"hello"[..]));
 
     let heads = received.heads();
-    assert_eq!(heads.len(), 7, "one upstream request per call: {heads:?}");
+    assert_eq!(heads.len(), 8, "one upstream request per call: {heads:?}");
     assert!(
         heads[3].starts_with("HEAD /length HTTP/1.1"),
         "{}",

@@ -347,11 +347,18 @@ fn the_breaker_opens_after_repeated_failures_and_closes_on_its_own() {
     let plugin = engine
         .load(misbehave("normal", Isolation::Request, limits))
         .unwrap();
+    // The checkouts are held, as a request's context holds its checkout
+    // until after its answer was sent: each failure counts when the call
+    // fails, so a client's next request already finds the breaker open.
+    let mut held = Vec::new();
     for _ in 0..3 {
         let mut call = plugin.check_out(context()).unwrap();
         assert!(call.on_request_headers(&get("/x/trap")).is_err());
+        held.push(call);
     }
     assert!(plugin.breaker_open());
+    drop(held);
+    assert!(plugin.breaker_open(), "counted once, not again at the drop");
     assert!(matches!(
         plugin.check_out(context()),
         Err(PluginError::BreakerOpen { .. })

@@ -805,6 +805,7 @@ impl LoadedPlugin {
                 instance: Some(instance),
                 permit,
                 failed: false,
+                failure_reported: false,
             }),
             Err(e) => {
                 self.breaker.failure(permit);
@@ -839,6 +840,9 @@ pub struct Checkout {
     instance: Option<PluginInstance>,
     permit: Permit,
     failed: bool,
+    /// Whether the failure was already told to the breaker (at the failed
+    /// call, so that it counts before the request's answer is sent).
+    failure_reported: bool,
 }
 
 impl Checkout {
@@ -860,6 +864,13 @@ impl Checkout {
         let result = f(instance);
         if result.is_err() {
             self.failed = true;
+            // Counted now, not when the request ends: the failure's answer
+            // goes out first, and a client's next request could otherwise
+            // find the breaker still closed after `threshold` failures.
+            if !self.failure_reported {
+                self.plugin.breaker.failure(self.permit);
+                self.failure_reported = true;
+            }
         } else if self.permit == Permit::Probe && !instance.broken {
             // The probe answered: the breaker closes now, not when the
             // request ends (after its answer was sent, a client's next
@@ -910,7 +921,9 @@ impl Drop for Checkout {
                 }
             }
             if self.failed || instance.broken {
-                self.plugin.breaker.failure(self.permit);
+                if !self.failure_reported {
+                    self.plugin.breaker.failure(self.permit);
+                }
             } else {
                 self.plugin.breaker.success(self.permit);
                 self.plugin.check_in(instance);
