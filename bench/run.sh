@@ -371,6 +371,7 @@ stop_chasqui() {
 TARGETS=()             # labels, in run order
 declare -A R_RPS R_P50 R_P99 R_NON2XX R_SOCKERR R_URL R_RAW R_CPU_LOAD R_CPU_PROXY
 RATIOS=()              # "name|numerator label|denominator label"
+REPORT_NOTES=()        # lines a scenario adds to the report (e.g. instruction counts)
 INVALID=()             # messages about runs whose numbers cannot be trusted
 IDLE_LOAD=NA IDLE_PROXY=NA BUSY_WARNING=""
 
@@ -598,6 +599,10 @@ report() {
             printf '%-32s %8s %8s %8s\n' "$name" "$a" "$b" "$c"
         fi
     done
+    if ((${#REPORT_NOTES[@]} > 0)); then
+        echo
+        for r in "${REPORT_NOTES[@]}"; do echo "$r"; done
+    fi
     [[ -z $BUSY_WARNING ]] || echo "WARNING: $BUSY_WARNING"
     for l in "${TARGETS[@]}"; do
         [[ $l != a:* && ${R_CPU_PROXY[$l]} != NA ]] || continue
@@ -675,6 +680,12 @@ report() {
             fi
         done
         echo
+        if ((${#REPORT_NOTES[@]} > 0)); then
+            echo '```'
+            for r in "${REPORT_NOTES[@]}"; do echo "$r"; done
+            echo '```'
+            echo
+        fi
         echo "req/s ratio above 1 = the numerator serves more; latency ratios below 1 = it answers faster."
         echo "load cpu % / proxy cpu % = busy share of cpu $CORE_LOAD (wrk + upstream) and cpu $CORE_PROXY (proxy under test) during the measured run;"
         echo "a proxy run whose proxy cpu is well under 100% was bounded by the load core, not by the proxy (see bench/README.md)."
