@@ -471,3 +471,88 @@ async fn a_crash_loses_at_most_the_last_flush_period_of_ledger_entries() {
         "an entry acknowledged {oldest:?} before the crash was lost"
     );
 }
+
+/// An upstream that answers every request with an empty body
+/// (`Content-Length: 0`), on keep-alive connections.
+async fn empty_answer_upstream() -> std::net::SocketAddr {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    tokio::spawn(async move {
+        while let Ok((mut stream, _)) = listener.accept().await {
+            tokio::spawn(async move {
+                let mut buf = Vec::new();
+                let mut chunk = [0u8; 4096];
+                loop {
+                    let Some(end) = buf.windows(4).position(|w| w == b"\r\n\r\n") else {
+                        match stream.read(&mut chunk).await {
+                            Ok(n) if n > 0 => buf.extend_from_slice(&chunk[..n]),
+                            _ => return,
+                        }
+                        continue;
+                    };
+                    let head = String::from_utf8_lossy(&buf[..end]).to_ascii_lowercase();
+                    let length: usize = head
+                        .lines()
+                        .find_map(|l| l.strip_prefix("content-length:"))
+                        .and_then(|v| v.trim().parse().ok())
+                        .unwrap_or(0);
+                    while buf.len() < end + 4 + length {
+                        match stream.read(&mut chunk).await {
+                            Ok(n) if n > 0 => buf.extend_from_slice(&chunk[..n]),
+                            _ => return,
+                        }
+                    }
+                    buf.drain(..end + 4 + length);
+                    let answer = b"HTTP/1.1 200 OK\r\nContent-Length: 0\r\n\r\n";
+                    if stream.write_all(answer).await.is_err() {
+                        return;
+                    }
+                }
+            });
+        }
+    });
+    addr
+}
+
+/// The answer plugins run on an answer without a body too, whichever proxy
+/// loop carried the call (a bodiless GET takes the direct exchange, a POST
+/// pingora's general loop): the end-of-body call sees it, and a plugin's
+/// own answer to it reaches the client whole.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn answer_plugins_see_an_empty_upstream_answer_on_both_loops() {
+    let empty = empty_answer_upstream().await;
+    let b = Upstream::start("b", Behavior::Echo).await;
+    let catalog = catalog(&b, &b).replacen(&b.url(), &format!("http://{empty}"), 1);
+    let gw = Gateway::start_with_policy(&catalog, &policy("normal", "fail-closed", "")).await;
+    let t = gw.token("test");
+
+    for method in [reqwest::Method::GET, reqwest::Method::POST] {
+        let mut req = gw.client.request(method.clone(), gw.url("/a/v1/x/empty"));
+        if method == reqwest::Method::POST {
+            req = req.body("hola");
+        }
+        let resp = within(req.bearer_auth(t).send()).await;
+        assert_eq!(resp.status(), 200, "{method}");
+        let body = within(resp.text()).await;
+        assert_eq!(body, " [seen by misbehave]", "{method}");
+
+        let mut req = gw.client.request(method.clone(), gw.url("/a/v1/x/teapot"));
+        if method == reqwest::Method::POST {
+            req = req.body("hola");
+        }
+        let resp = within(req.bearer_auth(t).send()).await;
+        assert_eq!(resp.status(), 418, "{method}");
+        let body = within(resp.text()).await;
+        assert_eq!(body, "short and stout", "{method}");
+    }
+}
+
+/// The outcome of `f`, failing the test when it takes over 10 s (a client
+/// left waiting for a body that never comes).
+async fn within<T, E: std::fmt::Debug>(f: impl std::future::Future<Output = Result<T, E>>) -> T {
+    tokio::time::timeout(Duration::from_secs(10), f)
+        .await
+        .expect("answered within 10 s")
+        .unwrap()
+}

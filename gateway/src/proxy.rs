@@ -160,6 +160,14 @@ pub struct RequestCtx {
     /// The record the ledger entry was made from, completed at the end
     /// into the operational record (not built twice).
     head_record: Option<OperationalRecord>,
+    /// The answer is relayed by the direct exchange, which runs the
+    /// end-of-body filters itself (see `response_filter`).
+    direct: bool,
+    /// An answer pingora's general loop would end with its head while the
+    /// plugins gave it a body: written whole by `fail_to_proxy` instead.
+    held_answer: Option<(Box<ResponseHeader>, Bytes)>,
+    /// Whether an answer was held (its error is not a failure to log).
+    answer_held: bool,
     _inflight: InflightGuard,
 }
 
@@ -546,6 +554,9 @@ impl ProxyHttp for ChasquiProxy {
             trace: None,
             sealed: false,
             head_record: None,
+            direct: false,
+            held_answer: None,
+            answer_held: false,
             _inflight: self.gw.lifecycle.enter(),
         }
     }
@@ -1057,6 +1068,12 @@ impl ProxyHttp for ChasquiProxy {
         if ctx.sent_upstream_at_us.is_some() {
             ctx.upstream_answered_at_us = Some(crate::oprecords::now_us());
         }
+        // pingora's general loop ends an answer the upstream declared empty
+        // with its head, without calling `response_body_filter`: the
+        // plugins' end-of-body call runs here instead (the direct exchange
+        // makes that call itself).
+        let ends_with_head =
+            !ctx.direct && ctx.plugins.is_some() && declared_empty(session.req_header(), response);
         if let Some(run) = ctx.plugins.as_mut() {
             if run.handles(Phase::ResponseHeaders) {
                 if let Outcome::Fail(problem, detail) = run.response_headers(response) {
@@ -1104,6 +1121,24 @@ impl ProxyHttp for ChasquiProxy {
         }
         response.insert_header("x-request-id", ctx.request_id.as_str())?;
         self.seal(session, ctx, response.status.as_u16()).await;
+        if ends_with_head {
+            let mut body = None;
+            self.response_body_filter(session, &mut body, true, ctx)?;
+            if let Some(body) = body.filter(|b| !b.is_empty()) {
+                // The plugins made a body that pingora's loop would not
+                // send: the answer is held and written whole by
+                // `fail_to_proxy`, reached through this error.
+                let mut head = Box::new(response.clone());
+                head.remove_header(&http::header::TRANSFER_ENCODING);
+                head.insert_header(http::header::CONTENT_LENGTH, body.len().to_string())?;
+                ctx.held_answer = Some((head, body));
+                ctx.answer_held = true;
+                return Err(Error::explain(
+                    ErrorType::Custom("answer held"),
+                    "the plugins gave a body to an answer the upstream declared empty",
+                ));
+            }
+        }
         Ok(())
     }
 
@@ -1207,6 +1242,11 @@ impl ProxyHttp for ChasquiProxy {
         ctx: &mut RequestCtx,
         client_reused: bool,
     ) -> Box<Error> {
+        if ctx.answer_held {
+            // Not a failure: the answer is complete and waits to be written.
+            e.set_retry(false);
+            return e;
+        }
         // The request may have reached the upstream: only idempotent methods
         // whose body is still fully buffered may be sent again.
         let Some(routed) = ctx.routed.as_ref() else {
@@ -1259,12 +1299,20 @@ impl ProxyHttp for ChasquiProxy {
         Ok(())
     }
 
+    fn suppress_error_log(&self, _session: &Session, ctx: &RequestCtx, _error: &Error) -> bool {
+        // A held answer went out whole: nothing failed.
+        ctx.answer_held
+    }
+
     async fn fail_to_proxy(
         &self,
         session: &mut Session,
         e: &Error,
         ctx: &mut RequestCtx,
     ) -> FailToProxy {
+        if let Some((head, body)) = ctx.held_answer.take() {
+            return write_held_answer(session, head, body).await;
+        }
         let unreachable = matches!(
             ctx.problem.as_ref().map(|(p, _)| *p),
             Some(
@@ -1567,6 +1615,47 @@ fn connection_nominated(headers: &http::HeaderMap) -> Vec<http::HeaderName> {
         .flat_map(|v| v.split(','))
         .filter_map(|name| http::HeaderName::from_bytes(name.trim().as_bytes()).ok())
         .collect()
+}
+
+/// Whether pingora's HTTP/1 client takes this answer as ended with its
+/// head although it could carry a body: the upstream declared
+/// `Content-Length: 0` (a `HEAD`, `1xx`, `204` or `304` answer has no body
+/// to make).
+fn declared_empty(request: &RequestHeader, response: &ResponseHeader) -> bool {
+    request.method != http::Method::HEAD
+        && !response.status.is_informational()
+        && !matches!(response.status.as_u16(), 204 | 304)
+        && response
+            .headers
+            .get(http::header::CONTENT_LENGTH)
+            .is_some_and(|v| v.as_bytes().trim_ascii() == b"0")
+}
+
+/// Writes an answer held by `response_filter` (see `RequestCtx::held_answer`);
+/// the client's connection stays reusable when its request was read whole.
+async fn write_held_answer(
+    session: &mut Session,
+    head: Box<ResponseHeader>,
+    body: Bytes,
+) -> FailToProxy {
+    let status = head.status.as_u16();
+    let written = match session.write_response_header(head, false).await {
+        Ok(()) => session.write_response_body(Some(body), true).await,
+        Err(e) => Err(e),
+    };
+    match written {
+        Ok(()) => FailToProxy {
+            error_code: status,
+            can_reuse_downstream: session.is_body_done(),
+        },
+        Err(e) => {
+            tracing::debug!(error = %e, "could not write a held answer");
+            FailToProxy {
+                error_code: 0,
+                can_reuse_downstream: false,
+            }
+        }
+    }
 }
 
 /// Drops the upstream's hop-by-hop fields from its answer: those its

@@ -127,6 +127,9 @@ impl ChasquiProxy {
             ));
         };
         let mut head: Box<ResponseHeader> = Box::new(head.clone());
+        // This loop makes the end-of-body filter call itself, also for an
+        // answer without a body.
+        ctx.direct = true;
         let mut done = upstream.is_body_done();
         let head_only = session.req_header().method == http::Method::HEAD
             || matches!(head.status.as_u16(), 204 | 304);
