@@ -1448,7 +1448,11 @@ impl ProxyHttp for ChasquiProxy {
             plugin_answer = ctx.answered_by_plugin.unwrap_or(0),
             attempts = ctx.tried.len(),
             duration_us = ctx.started.elapsed().as_micros() as u64,
-            error = e.map(|e| e.etype().as_str()).unwrap_or("-"),
+            // A held answer's error only carried it to `fail_to_proxy`.
+            error = e
+                .filter(|_| !ctx.answer_held)
+                .map(|e| e.etype().as_str())
+                .unwrap_or("-"),
         );
     }
 }
