@@ -235,6 +235,28 @@ make_cert() {
         { cat "$d/openssl.log" >&2; die "openssl could not make the self-signed certificate"; }
 }
 
+# The proxy's pool of keep-alive connections to the upstream, and the
+# location that proxies to it (b's setup, shared by scenario instructions).
+nginx_backend() {
+    cat <<EOF
+    upstream backend {
+        server $HOST:$PORT_UPSTREAM;
+        keepalive 64;
+        keepalive_requests 1000000;
+    }
+EOF
+}
+
+nginx_proxy_location() {
+    cat <<'EOF'
+        location / {
+            proxy_pass http://backend;
+            proxy_http_version 1.1;
+            proxy_set_header Connection "";
+        }
+EOF
+}
+
 start_nginx_proxy() {
     local d=$WORK/nginx-proxy listen_tls http2_line=""
     mkdir -p "$d/tmp"
@@ -250,29 +272,17 @@ start_nginx_proxy() {
         echo "http {"
         nginx_http_common "$d"
         cat <<EOF
-    upstream backend {
-        server $HOST:$PORT_UPSTREAM;
-        keepalive 64;
-        keepalive_requests 1000000;
-    }
+$(nginx_backend)
     server {
         listen $HOST:$PORT_NGINX_HTTP;
-        location / {
-            proxy_pass http://backend;
-            proxy_http_version 1.1;
-            proxy_set_header Connection "";
-        }
+$(nginx_proxy_location)
     }
     server {
         $listen_tls
         $http2_line
         ssl_certificate $d/cert.pem;
         ssl_certificate_key $d/key.pem;
-        location / {
-            proxy_pass http://backend;
-            proxy_http_version 1.1;
-            proxy_set_header Connection "";
-        }
+$(nginx_proxy_location)
     }
 }
 EOF

@@ -118,21 +118,13 @@ http {
 EOF
         nginx_http_common "$d"
         cat <<EOF
-    upstream backend {
-        server $HOST:$PORT_UPSTREAM;
-        keepalive 64;
-        keepalive_requests 1000000;
-    }
+$(nginx_backend)
     server {
         listen $HOST:$IC_PORT_NGINX_HTTP;
         listen $HOST:$IC_PORT_NGINX_HTTPS ssl;
         ssl_certificate $d/cert.pem;
         ssl_certificate_key $d/key.pem;
-        location / {
-            proxy_pass http://backend;
-            proxy_http_version 1.1;
-            proxy_set_header Connection "";
-        }
+$(nginx_proxy_location)
     }
 }
 EOF
