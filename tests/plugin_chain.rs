@@ -556,3 +556,39 @@ async fn within<T, E: std::fmt::Debug>(f: impl std::future::Future<Output = Resu
         .expect("answered within 10 s")
         .unwrap()
 }
+
+/// A plugin failing on the upstream's answer is the gateway's failure, not
+/// the upstream's: the call is not sent to another upstream (not even an
+/// idempotent `PUT`, whose body pingora's general loop keeps for retries),
+/// and the problem names the plugin.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_plugin_failing_on_the_answer_is_not_retried_elsewhere() {
+    let (a1, a2) = (
+        Upstream::start("a1", Behavior::Echo).await,
+        Upstream::start("a2", Behavior::Echo).await,
+    );
+    let catalog = catalog(&a1, &a2).replacen(
+        &format!("[\"{}\"]", a1.url()),
+        &format!("[\"{}\", \"{}\"]", a1.url(), a2.url()),
+        1,
+    );
+    assert!(catalog.contains(&a2.url()) && catalog.matches(&a2.url()).count() == 2);
+    let gw = Gateway::start_with_policy(&catalog, &policy("normal", "fail-closed", "")).await;
+    let t = gw.token("test");
+    for method in [reqwest::Method::GET, reqwest::Method::PUT] {
+        let before = a1.count() + a2.count();
+        let mut req = gw
+            .client
+            .request(method.clone(), gw.url("/a/v1/x/trap-answer"));
+        if method == reqwest::Method::PUT {
+            req = req.body("hola");
+        }
+        let resp = within(req.bearer_auth(t).send()).await;
+        assert_problem(resp, 500, "plugin-failed").await;
+        assert_eq!(
+            a1.count() + a2.count() - before,
+            1,
+            "{method}: one upstream request, not retried on the other upstream"
+        );
+    }
+}

@@ -1247,6 +1247,13 @@ impl ProxyHttp for ChasquiProxy {
             e.set_retry(false);
             return e;
         }
+        if matches!(e.etype(), ErrorType::HTTPStatus(_)) && ctx.problem.is_some() {
+            // The gateway's own refusal (`fail`: a plugin failing on the
+            // answer, say), not the upstream's failure: the upstream did its
+            // part, and another attempt would send the call twice.
+            e.set_retry(false);
+            return e;
+        }
         // The request may have reached the upstream: only idempotent methods
         // whose body is still fully buffered may be sent again.
         let Some(routed) = ctx.routed.as_ref() else {
