@@ -504,7 +504,15 @@ async fn empty_answer_upstream() -> std::net::SocketAddr {
                         }
                     }
                     buf.drain(..end + 4 + length);
-                    let answer = b"HTTP/1.1 200 OK\r\nContent-Length: 0\r\n\r\n";
+                    let no_content = head
+                        .lines()
+                        .next()
+                        .is_some_and(|l| l.contains("/no-content "));
+                    let answer: &[u8] = if no_content {
+                        b"HTTP/1.1 204 No Content\r\n\r\n"
+                    } else {
+                        b"HTTP/1.1 200 OK\r\nContent-Length: 0\r\n\r\n"
+                    };
                     if stream.write_all(answer).await.is_err() {
                         return;
                     }
@@ -590,5 +598,44 @@ async fn a_plugin_failing_on_the_answer_is_not_retried_elsewhere() {
             1,
             "{method}: one upstream request, not retried on the other upstream"
         );
+    }
+}
+
+/// Answers that carry no body by their nature (to a `HEAD`, a `204`) stay
+/// without one and without body framing when the answer plugins run, on
+/// one client connection that stays usable.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn bodiless_answers_stay_bodiless_under_answer_plugins() {
+    let empty = empty_answer_upstream().await;
+    let b = Upstream::start("b", Behavior::Echo).await;
+    let catalog = catalog(&b, &b).replacen(&b.url(), &format!("http://{empty}"), 1);
+    let gw = Gateway::start_with_policy(&catalog, &policy("normal", "fail-closed", "")).await;
+    let t = gw.token("test");
+    let h1 = gw.https_client(true);
+    for (method, path, status) in [
+        (reqwest::Method::HEAD, "/a/v1/x/empty", 200),
+        (reqwest::Method::GET, "/a/v1/x/no-content", 204),
+        (reqwest::Method::POST, "/a/v1/x/no-content", 204),
+        (reqwest::Method::GET, "/a/v1/x/empty", 200),
+    ] {
+        let mut req = h1.request(method.clone(), gw.url(path)).bearer_auth(t);
+        if method == reqwest::Method::POST {
+            req = req.body("hola");
+        }
+        let resp = within(req.send()).await;
+        assert_eq!(resp.status(), status, "{method} {path}");
+        if status == 204 {
+            assert!(
+                resp.headers().get("transfer-encoding").is_none(),
+                "{method} {path}: {:?}",
+                resp.headers()
+            );
+        }
+        let body = within(resp.text()).await;
+        if method == reqwest::Method::GET && status == 200 {
+            assert_eq!(body, " [seen by misbehave]");
+        } else {
+            assert_eq!(body, "", "{method} {path}");
+        }
     }
 }

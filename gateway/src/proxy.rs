@@ -1080,10 +1080,15 @@ impl ProxyHttp for ChasquiProxy {
                     return Err(fail(ctx, problem, detail));
                 }
             }
-            if run.replacement_body.is_none() && run.handles(Phase::ResponseBody) {
+            if run.replacement_body.is_none()
+                && run.handles(Phase::ResponseBody)
+                && !matches!(response.status.as_u16(), 100..=199 | 204 | 304)
+            {
                 // A plugin may change the body's length: chunked, so that an
                 // HTTP/1.1 connection stays reusable (pingora would otherwise
                 // delimit the body by closing it; HTTP/2 drops the field).
+                // Not for answers that carry no body by their status: they
+                // must not have body framing (RFC 9112, 6.1 and 6.3).
                 response.remove_header(&http::header::CONTENT_LENGTH);
                 if session.req_header().version == http::Version::HTTP_11 {
                     response.insert_header(http::header::TRANSFER_ENCODING, "chunked")?;

@@ -148,6 +148,10 @@ impl ChasquiProxy {
             // No body; a response-body plugin may still make one at the end.
             let mut body = None;
             self.response_body_filter(session, &mut body, true, ctx)?;
+            if head_only {
+                // The answer to a HEAD, a 204 or a 304 has no body to give.
+                body = None;
+            }
             let end_in_head = body.is_none();
             session
                 .write_response_header(head, end_in_head)
