@@ -523,36 +523,38 @@ async fn empty_answer_upstream() -> std::net::SocketAddr {
     addr
 }
 
+/// A gateway whose `a/v1` (with the misbehave plugin) is served by
+/// `empty_answer_upstream`; the second value is `b/v1`'s upstream, to keep.
+async fn gateway_before_empty_upstream() -> (Gateway, Upstream) {
+    let empty = empty_answer_upstream().await;
+    let b = Upstream::start("b", Behavior::Echo).await;
+    let catalog = catalog(&b, &b).replacen(&b.url(), &format!("http://{empty}"), 1);
+    let gw = Gateway::start_with_policy(&catalog, &policy("normal", "fail-closed", "")).await;
+    (gw, b)
+}
+
 /// The answer plugins run on an answer without a body too, whichever proxy
 /// loop carried the call (a bodiless GET takes the direct exchange, a POST
 /// pingora's general loop): the end-of-body call sees it, and a plugin's
 /// own answer to it reaches the client whole.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn answer_plugins_see_an_empty_upstream_answer_on_both_loops() {
-    let empty = empty_answer_upstream().await;
-    let b = Upstream::start("b", Behavior::Echo).await;
-    let catalog = catalog(&b, &b).replacen(&b.url(), &format!("http://{empty}"), 1);
-    let gw = Gateway::start_with_policy(&catalog, &policy("normal", "fail-closed", "")).await;
+    let (gw, _b) = gateway_before_empty_upstream().await;
     let t = gw.token("test");
 
     for method in [reqwest::Method::GET, reqwest::Method::POST] {
-        let mut req = gw.client.request(method.clone(), gw.url("/a/v1/x/empty"));
-        if method == reqwest::Method::POST {
-            req = req.body("hola");
+        for (path, status, expected) in [
+            ("/a/v1/x/empty", 200, " [seen by misbehave]"),
+            ("/a/v1/x/teapot", 418, "short and stout"),
+        ] {
+            let mut req = gw.client.request(method.clone(), gw.url(path));
+            if method == reqwest::Method::POST {
+                req = req.body("hola");
+            }
+            let resp = within(req.bearer_auth(t).send()).await;
+            assert_eq!(resp.status(), status, "{method} {path}");
+            assert_eq!(within(resp.text()).await, expected, "{method} {path}");
         }
-        let resp = within(req.bearer_auth(t).send()).await;
-        assert_eq!(resp.status(), 200, "{method}");
-        let body = within(resp.text()).await;
-        assert_eq!(body, " [seen by misbehave]", "{method}");
-
-        let mut req = gw.client.request(method.clone(), gw.url("/a/v1/x/teapot"));
-        if method == reqwest::Method::POST {
-            req = req.body("hola");
-        }
-        let resp = within(req.bearer_auth(t).send()).await;
-        assert_eq!(resp.status(), 418, "{method}");
-        let body = within(resp.text()).await;
-        assert_eq!(body, "short and stout", "{method}");
     }
 }
 
@@ -606,10 +608,7 @@ async fn a_plugin_failing_on_the_answer_is_not_retried_elsewhere() {
 /// one client connection that stays usable.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn bodiless_answers_stay_bodiless_under_answer_plugins() {
-    let empty = empty_answer_upstream().await;
-    let b = Upstream::start("b", Behavior::Echo).await;
-    let catalog = catalog(&b, &b).replacen(&b.url(), &format!("http://{empty}"), 1);
-    let gw = Gateway::start_with_policy(&catalog, &policy("normal", "fail-closed", "")).await;
+    let (gw, _b) = gateway_before_empty_upstream().await;
     let t = gw.token("test");
     let h1 = gw.https_client(true);
     for (method, path, status) in [
