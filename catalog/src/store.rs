@@ -500,7 +500,11 @@ impl Store {
         prefix_or_label: &str,
         overlap_secs: u32,
     ) -> Result<IssuedToken> {
-        let mut tx = self.pool.begin().await?;
+        // A write transaction from the start: the token is read, then a new
+        // one written. A deferred one failed ("database is locked") when
+        // another writer, such as the flush of the old token's last use,
+        // committed in between.
+        let mut tx = self.write_tx().await?;
         let now = now_unix();
         let old = sqlx::query(
             "SELECT id, environment, label, expires_at FROM tokens
