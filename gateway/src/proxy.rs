@@ -1082,7 +1082,7 @@ impl ProxyHttp for ChasquiProxy {
             }
             if run.replacement_body.is_none()
                 && run.handles(Phase::ResponseBody)
-                && !matches!(response.status.as_u16(), 100..=199 | 204 | 304)
+                && !status_has_no_body(response.status)
             {
                 // A plugin may change the body's length: chunked, so that an
                 // HTTP/1.1 connection stays reusable (pingora would otherwise
@@ -1639,12 +1639,17 @@ fn connection_nominated(headers: &http::HeaderMap) -> Vec<http::HeaderName> {
 /// to make).
 fn declared_empty(request: &RequestHeader, response: &ResponseHeader) -> bool {
     request.method != http::Method::HEAD
-        && !response.status.is_informational()
-        && !matches!(response.status.as_u16(), 204 | 304)
+        && !status_has_no_body(response.status)
         && response
             .headers
             .get(http::header::CONTENT_LENGTH)
             .is_some_and(|v| v.as_bytes().trim_ascii() == b"0")
+}
+
+/// Whether an answer of this status carries no body, whatever its fields
+/// say (RFC 9110, 6.4.1): `1xx`, `204`, `304`.
+fn status_has_no_body(status: http::StatusCode) -> bool {
+    status.is_informational() || matches!(status.as_u16(), 204 | 304)
 }
 
 /// Writes an answer held by `response_filter` (see `RequestCtx::held_answer`);

@@ -132,7 +132,7 @@ impl ChasquiProxy {
         ctx.direct = true;
         let mut done = upstream.is_body_done();
         let head_only = session.req_header().method == http::Method::HEAD
-            || matches!(head.status.as_u16(), 204 | 304);
+            || super::status_has_no_body(head.status);
         if !head_only
             && !done
             && !head.headers.contains_key(header::TRANSFER_ENCODING)
