@@ -1,8 +1,13 @@
 //! Token authentication on the request path, from an in-memory cache.
 //!
-//! The cache maps the SHA-256 of a presented token to its record, or to
-//! "unknown" (negative entries stop a stream of bad tokens from reaching the
-//! store). The whole cache is invalidated whenever the catalog's change
+//! The cache maps a presented token to its record, or to "unknown"
+//! (negative entries stop a stream of bad tokens from reaching the store).
+//! Its key is the token's SipHash-2-4-128 under a random key drawn at start
+//! and never shown: a keyed hash, so the cache holds no token and no value
+//! an attacker could compute or aim a collision at (finding a second token
+//! with the same key means guessing 128 bits blind). The SHA-256 the store
+//! keeps is computed only on a miss: in software, on CPUs without SHA
+//! extensions, it was the largest single cost of an authenticated call. The whole cache is invalidated whenever the catalog's change
 //! sequence moves, which every token insert, revocation or expiry change
 //! does, so a revocation is in force within one poll period.
 
@@ -10,13 +15,16 @@ use crate::problem::Problem;
 use chasqui_catalog::model::now_unix;
 use chasqui_catalog::{token, Store, TokenRecord};
 use moka::future::Cache;
+use siphasher::sip128::SipHasher24;
 use std::sync::Arc;
 use std::time::Duration;
 use tokio::runtime::Handle;
 
 /// The token cache.
 pub struct TokenCache {
-    cache: Cache<[u8; 32], Option<Arc<TokenRecord>>>,
+    cache: Cache<u128, Option<Arc<TokenRecord>>>,
+    /// The cache's keyed hash of a presented token (random key per process).
+    keyed: SipHasher24,
     store: Store,
     control: Handle,
     /// Last use (Unix seconds) per token id, not yet written to the store.
@@ -38,6 +46,8 @@ impl TokenCache {
             .build();
         TokenCache {
             cache,
+            // rand's thread generator is a CSPRNG seeded from the OS.
+            keyed: SipHasher24::new_with_keys(rand::random(), rand::random()),
             store,
             control,
             last_used: dashmap::DashMap::new(),
@@ -71,14 +81,17 @@ impl TokenCache {
                 ))
             }
         };
-        if token::parse(presented).is_none() {
-            return Err((Problem::TokenInvalid, "the token is malformed"));
-        }
-        let hash = token::hash(presented);
-        // The steady state is a hit; only a miss builds the lookup.
-        let found = match self.cache.get(&hash).await {
+        let key = u128::from(self.keyed.hash(presented.as_bytes()));
+        // The steady state is a hit; only a miss checks the token's shape
+        // and builds the lookup (only well-formed tokens are ever cached).
+        let found = match self.cache.get(&key).await {
             Some(found) => found,
-            None => self.load(hash).await?,
+            None => {
+                if token::parse(presented).is_none() {
+                    return Err((Problem::TokenInvalid, "the token is malformed"));
+                }
+                self.load(key, token::hash(presented)).await?
+            }
         };
         let record = found.ok_or((Problem::TokenInvalid, "the token is not known"))?;
         if record.revoked_at.is_some() {
@@ -94,10 +107,12 @@ impl TokenCache {
         Ok(record)
     }
 
-    /// Fills the cache for one hash from the store; concurrent misses for the
-    /// same token share one lookup.
+    /// Fills the cache entry `key` from the store, which knows the token by
+    /// its SHA-256 `hash`; concurrent misses for the same token share one
+    /// lookup.
     async fn load(
         &self,
+        key: u128,
         hash: [u8; 32],
     ) -> Result<Option<Arc<TokenRecord>>, (Problem, &'static str)> {
         use std::sync::atomic::Ordering;
@@ -106,7 +121,7 @@ impl TokenCache {
         let generation = self.generation.load(Ordering::Acquire);
         let found = self
             .cache
-            .try_get_with(hash, async move {
+            .try_get_with(key, async move {
                 control
                     .spawn(async move { store.lookup_token(&hash).await })
                     .await
@@ -119,7 +134,7 @@ impl TokenCache {
         // on this or another node): answer this request with what was read,
         // but do not keep it.
         if self.generation.load(Ordering::Acquire) != generation {
-            self.cache.invalidate(&hash).await;
+            self.cache.invalidate(&key).await;
         }
         found.map_err(|e| {
             tracing::error!(error = %e, "token lookup failed");

@@ -52,7 +52,6 @@ pub use export::{export, verify_export, ExportError, ExportSummary};
 pub use journal::JournalError;
 use ring::rand::SystemRandom;
 use ring::signature::{Ed25519KeyPair, KeyPair, UnparsedPublicKey, ED25519};
-use sha2::{Digest, Sha256};
 use smol_str::SmolStr;
 use sqlx::{Row, SqlitePool};
 use std::borrow::Cow;
@@ -244,7 +243,7 @@ pub fn entry_hash(
     };
     let mut h = head.hasher(prev);
     hash_field(&mut h, payload.as_bytes());
-    h.finalize().into()
+    h.finish()
 }
 
 /// The fields of an entry hashed after the previous hash and before the
@@ -287,7 +286,30 @@ impl EntryHead<'_> {
                 h.update(tail);
             }
         }
-        h.finalize().into()
+        h.finish()
+    }
+}
+
+/// SHA-256 as the ledger computes it on the request path: ring's
+/// implementation, whose assembly uses the CPU's vector units (or its SHA
+/// extensions) where present. The portable code of `sha2` took about a fifth
+/// of a call's instructions on CPUs without SHA extensions (bench/README.md,
+/// tenth session); the digests are the same.
+struct Sha256(ring::digest::Context);
+
+impl Sha256 {
+    fn new() -> Sha256 {
+        Sha256(ring::digest::Context::new(&ring::digest::SHA256))
+    }
+
+    fn update(&mut self, data: impl AsRef<[u8]>) {
+        self.0.update(data.as_ref());
+    }
+
+    fn finish(self) -> [u8; 32] {
+        let mut out = [0u8; 32];
+        out.copy_from_slice(self.0.finish().as_ref());
+        out
     }
 }
 
@@ -974,7 +996,7 @@ pub fn exchange_digest(r: &chasqui_catalog::oprecords::OperationalRecord) -> [u8
             None => h.update([0]),
         }
     }
-    h.finalize().into()
+    h.finish()
 }
 
 /// The ledger payload of an exchange: `{"digest":"<hex>","v":1}`.
