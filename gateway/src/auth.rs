@@ -7,9 +7,11 @@
 //! an attacker could compute or aim a collision at (finding a second token
 //! with the same key means guessing 128 bits blind). The SHA-256 the store
 //! keeps is computed only on a miss: in software, on CPUs without SHA
-//! extensions, it was the largest single cost of an authenticated call. The whole cache is invalidated whenever the catalog's change
-//! sequence moves, which every token insert, revocation or expiry change
-//! does, so a revocation is in force within one poll period.
+//! extensions, it was the largest single cost of an authenticated call.
+//!
+//! The whole cache is invalidated whenever the catalog's change sequence
+//! moves, which every token insert, revocation or expiry change does, so a
+//! revocation is in force within one poll period.
 
 use crate::problem::Problem;
 use chasqui_catalog::model::now_unix;
