@@ -135,7 +135,9 @@ enum PluginCommand {
         /// Where to write the component (default: `<target>/components/<package>.wasm`).
         #[arg(long)]
         out: Option<PathBuf>,
-        /// Cargo target directory for the wasm build (default: `~/.cache/chasqui-wasm-target`).
+        /// Cargo target directory for the wasm build (default: a directory per
+        /// checkout under `~/.cache/chasqui-wasm-target/checkouts/`; components
+        /// then go to `~/.cache/chasqui-wasm-target/components/`).
         #[arg(long, env = "CHASQUI_WASM_TARGET_DIR")]
         target_dir: Option<PathBuf>,
     },

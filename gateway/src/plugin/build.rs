@@ -154,17 +154,55 @@ pub fn default_target_dir() -> PathBuf {
         .unwrap_or_else(|| PathBuf::from("target-wasm"))
 }
 
+/// Where cargo builds a plugin by default: a directory of its own per
+/// checkout (the nearest ancestor of `crate_dir` holding a `Cargo.lock`),
+/// under the shared default directory.
+///
+/// Why not the shared directory itself: cargo names a `cdylib`'s output
+/// without a hash, so two checkouts of the same plugin write the same file,
+/// while each keeps its own fingerprint. After the other checkout's build,
+/// cargo finds this one's fresh and leaves the other's module in place: a
+/// stale plugin, silently (seen with CI's clone beside the work tree). Per
+/// checkout, each build is also incremental again instead of undoing the
+/// other's. The components still go to the shared `components/`: the plugin
+/// directory that `serve` reads by default, where the last build wins.
+fn checkout_build_dir(shared: &Path, crate_dir: &Path) -> PathBuf {
+    let dir = crate_dir
+        .canonicalize()
+        .unwrap_or_else(|_| crate_dir.to_path_buf());
+    let root = dir
+        .ancestors()
+        .find(|a| a.join("Cargo.lock").is_file())
+        .unwrap_or(&dir);
+    let digest = ring::digest::digest(
+        &ring::digest::SHA256,
+        root.as_os_str().as_encoded_bytes(),
+    );
+    let key: String = digest.as_ref()[..8]
+        .iter()
+        .map(|b| format!("{b:02x}"))
+        .collect();
+    shared.join("checkouts").join(key)
+}
+
 /// Builds the plugin crate in `crate_dir` and writes its component to `out`
-/// (default: `<target>/components/<package>.wasm`). Returns the path.
+/// (default: `<target>/components/<package>.wasm`). Returns the path. With no
+/// `target_dir`, cargo builds under the default directory in a directory of
+/// the checkout's own (see `checkout_build_dir`).
 pub fn build(
     crate_dir: &Path,
     out: Option<&Path>,
     target_dir: Option<&Path>,
 ) -> anyhow::Result<PathBuf> {
     let name = package_name(crate_dir)?;
-    let target_dir = target_dir
-        .map(Path::to_path_buf)
-        .unwrap_or_else(default_target_dir);
+    let (target_dir, cargo_dir) = match target_dir {
+        Some(dir) => (dir.to_path_buf(), dir.to_path_buf()),
+        None => {
+            let shared = default_target_dir();
+            let cargo_dir = checkout_build_dir(&shared, crate_dir);
+            (shared, cargo_dir)
+        }
+    };
     let toolchain = toolchain()?;
     let mut cmd = match toolchain {
         Toolchain::Rustup => Command::new("cargo"),
@@ -192,7 +230,7 @@ pub fn build(
             "--manifest-path",
         ])
         .arg(crate_dir.join("Cargo.toml"))
-        .env("CARGO_TARGET_DIR", &target_dir)
+        .env("CARGO_TARGET_DIR", &cargo_dir)
         .envs(PROFILE.iter().copied())
         .env(
             "CARGO_TARGET_WASM32_UNKNOWN_UNKNOWN_RUSTFLAGS",
@@ -211,7 +249,7 @@ pub fn build(
     if !status.success() {
         bail!("building {name} for wasm32 failed ({status})");
     }
-    let module_path = target_dir
+    let module_path = cargo_dir
         .join("wasm32-unknown-unknown/release")
         .join(format!("{}.wasm", name.replace('-', "_")));
     let module = std::fs::read(&module_path)
