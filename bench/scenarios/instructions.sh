@@ -10,6 +10,10 @@
 #      scenario's proxy_pass with keep-alive to the upstream
 #   c  chasqui serve --threads 1, the base scenario's catalog and token,
 #      no plugins, default metering; all of its threads counted
+#   f  with BENCH_IC_FLOOR=1: pingora's floor (bench/examples/pingora_floor.rs,
+#      see floor.sh; FLOOR_DIR as there), http and https
+#   t  with BENCH_IC_FLOOR=1: the tokio floor (bench/examples/tokio_floor.rs),
+#      http only
 #
 # Each proxy runs under `valgrind --tool=callgrind`; the client (curl, one
 # keep-alive connection per process, BENCH_IC_CLIENTS processes) makes
@@ -167,12 +171,44 @@ EOF
             "https://$HOST:$PORT_CHASQUI_HTTPS$CHASQUI_PREFIX$PERSON_PATH" "$auth")
         stop_chasqui
     fi
+    local f_http="" f_https="" t_http=""
+    if [[ ${BENCH_IC_FLOOR:-0} == 1 ]]; then
+        local dir fd=$WORK/ic-floor
+        dir=$(floor_binaries)
+        mkdir -p "$fd"
+        make_cert "$fd"
+        ensure_port_free "$PORT_CHASQUI_HTTP" "$PORT_CHASQUI_HTTPS"
+        taskset -c "$CORE_PROXY" "${vg[@]}" --callgrind-out-file="$fd/pingora.out" \
+            "$dir/pingora_floor" "$HOST:$PORT_UPSTREAM" "$HOST:$PORT_CHASQUI_HTTP" \
+            "$HOST:$PORT_CHASQUI_HTTPS" "$fd/cert.pem" "$fd/key.pem" >"$fd/pingora.log" 2>&1 &
+        local fpid=$!
+        PIDS+=("$fpid")
+        ic_wait "pingora floor under callgrind" "$fpid" "http://$HOST:$PORT_CHASQUI_HTTP$PERSON_PATH" "$fd/pingora.log"
+        f_http=$(ic_count "f pingora floor http" "$fpid" "$fd/pingora.out" "http://$HOST:$PORT_CHASQUI_HTTP$PERSON_PATH")
+        f_https=$(ic_count "f pingora floor https" "$fpid" "$fd/pingora.out" "https://$HOST:$PORT_CHASQUI_HTTPS$PERSON_PATH")
+        stop_pid "$fpid"
+        forget_pid "$fpid"
+        ensure_port_free "$PORT_CHASQUI_HTTP"
+        taskset -c "$CORE_PROXY" "${vg[@]}" --callgrind-out-file="$fd/tokio.out" \
+            "$dir/tokio_floor" "$HOST:$PORT_UPSTREAM" "$HOST:$PORT_CHASQUI_HTTP" >"$fd/tokio.log" 2>&1 &
+        fpid=$!
+        PIDS+=("$fpid")
+        ic_wait "tokio floor under callgrind" "$fpid" "http://$HOST:$PORT_CHASQUI_HTTP$PERSON_PATH" "$fd/tokio.log"
+        t_http=$(ic_count "t tokio floor http" "$fpid" "$fd/tokio.out" "http://$HOST:$PORT_CHASQUI_HTTP$PERSON_PATH")
+        stop_pid "$fpid"
+        forget_pid "$fpid"
+    fi
+
     local calls=${BENCH_IC_CALLS:-2000}
     IC_NOTES+=("instructions per call (callgrind, user space, all threads; $calls calls after ${BENCH_IC_WARMUP:-400}, ${BENCH_IC_CLIENTS:-4} keep-alive clients):")
     IC_NOTES+=("  b nginx http $b_http, https $b_https")
     if [[ -n $c_http ]]; then
         IC_NOTES+=("  c chasqui http $c_http, https $c_https")
         IC_NOTES+=("  c/b http $(awk -v c="$c_http" -v b="$b_http" 'BEGIN { printf "%.2f", c / b }'), https $(awk -v c="$c_https" -v b="$b_https" 'BEGIN { printf "%.2f", c / b }') (instructions: below 1 = chasqui does less)")
+    fi
+    if [[ -n $f_http ]]; then
+        IC_NOTES+=("  f pingora floor http $f_http, https $f_https; t tokio floor http $t_http")
+        IC_NOTES+=("  f/b http $(awk -v c="$f_http" -v b="$b_http" 'BEGIN { printf "%.2f", c / b }'), https $(awk -v c="$f_https" -v b="$b_https" 'BEGIN { printf "%.2f", c / b }'); t/b http $(awk -v c="$t_http" -v b="$b_http" 'BEGIN { printf "%.2f", c / b }')")
     fi
     local l
     for l in "${IC_NOTES[@]}"; do log "$l"; done
