@@ -317,12 +317,27 @@ async fn hop_by_hop(direct: bool) {
     assert_eq!(got.headers["x-kept"], "yes");
 
     let heads = received.heads();
-    let head = heads[0].to_ascii_lowercase();
+    // Each field line ends with CRLF, the last one too.
+    let head = format!("{}\r\n", heads[0].to_ascii_lowercase());
     assert!(!head.contains("x-client-hop"), "{head}");
     assert!(!head.contains("authorization"), "{head}");
     assert!(head.contains("x-client-kept: yes"), "{head}");
     assert!(head.contains("x-chasqui-consumer-system: sys"), "{head}");
     assert!(head.contains("x-forwarded-proto: https"), "{head}");
+    // The gateway's fields, alike on both paths: each once.
+    for field in [
+        "\r\nhost: ",
+        "\r\nx-forwarded-for: 127.0.0.1\r\n",
+        "\r\nx-forwarded-host: ",
+        "\r\nforwarded: for=127.0.0.1;proto=https;host=\"",
+        "\r\nx-chasqui-consumer-entity: ",
+        "\r\nx-chasqui-environment: pruebas\r\n",
+        "\r\nx-chasqui-service: ",
+        "\r\nx-request-id: ",
+    ] {
+        assert_eq!(head.matches(field).count(), 1, "{field:?} in {head}");
+    }
+    assert!(head.starts_with("get /hop http/1.1\r\n"), "{head}");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -32,6 +32,9 @@ use std::time::{Duration, Instant};
 
 mod direct;
 mod filters;
+mod upstream_head;
+
+use upstream_head::UpstreamHead;
 
 /// Request headers that only concern one hop, plus those a client must not
 /// be able to forge towards the upstream.
@@ -51,6 +54,14 @@ const STRIPPED_REQUEST_HEADERS: &[&str] = &[
     "x-forwarded-port",
     "x-real-ip",
 ];
+
+/// Whether a plugin of the request's chain handles the request body (then
+/// the body goes upstream chunked: the plugin may change its length).
+fn body_plugin(ctx: &RequestCtx) -> bool {
+    ctx.plugins
+        .as_ref()
+        .is_some_and(|r| r.handles(Phase::RequestBody))
+}
 
 /// Largest body read whole before the upstream is chosen: pingora replays
 /// the request body from its retry buffer, which holds 64 KiB.
@@ -956,105 +967,13 @@ impl ProxyHttp for ChasquiProxy {
         upstream: &mut RequestHeader,
         ctx: &mut RequestCtx,
     ) -> Result<()> {
-        let Some(routed) = ctx.routed.as_ref() else {
-            return Err(fail(
-                ctx,
-                Problem::Internal,
-                "request reached the upstream unrouted",
-            ));
-        };
-        let Some(&index) = ctx.tried.last() else {
-            return Err(fail(ctx, Problem::Internal, "no upstream chosen"));
-        };
-        let backend = &routed.pool.backends[index];
-        let uri = format!("{}{}", backend.base_path, routed.upstream_path);
-        upstream.set_uri(uri.parse::<http::Uri>().map_err(|e| {
-            Error::because(ErrorType::InternalError, "building the upstream URI", e)
-        })?);
-
-        let original_host = session
-            .req_header()
-            .uri
-            .authority()
-            .map(|a| a.as_str().to_owned())
-            .or_else(|| {
-                session
-                    .get_header(http::header::HOST)
-                    .and_then(|h| h.to_str().ok())
-                    .map(str::to_owned)
-            });
-        // One pass over the client's fields finds what must not go upstream;
-        // most requests carry none of them, so nothing is removed at all.
-        let unwanted: Vec<http::HeaderName> = upstream
-            .headers
-            .keys()
-            .filter(|k| STRIPPED_REQUEST_HEADERS.contains(&k.as_str()))
-            .cloned()
-            .collect();
-        for name in unwanted {
-            upstream.remove_header(&name);
-        }
-        upstream.insert_header(http::header::HOST, backend.authority.as_str())?;
-        if ctx
-            .plugins
-            .as_ref()
-            .is_some_and(|r| r.handles(Phase::RequestBody))
-        {
-            // A plugin may change the body's length: send it chunked.
-            upstream.remove_header(&http::header::CONTENT_LENGTH);
-        }
-        if let Some(body) = &ctx.prebuffered {
-            // Read whole before the upstream was chosen: its length is known.
-            upstream.remove_header(&http::header::TRANSFER_ENCODING);
-            upstream.insert_header(http::header::CONTENT_LENGTH, body.len().to_string())?;
-        }
-
-        let client_ip = session
-            .client_addr()
-            .and_then(|a| a.as_inet())
-            .map(|a| a.ip());
-        let proto = if session
-            .digest()
-            .and_then(|d| d.ssl_digest.as_ref())
-            .is_some()
-        {
-            "https"
-        } else {
-            "http"
-        };
-        if let Some(ip) = client_ip {
-            upstream.insert_header("x-forwarded-for", ip.to_string())?;
-        }
-        upstream.insert_header("x-forwarded-proto", proto)?;
-        let mut forwarded = String::with_capacity(64);
-        if let Some(ip) = client_ip {
-            if ip.is_ipv6() {
-                forwarded.push_str(&format!("for=\"[{ip}]\";"));
-            } else {
-                forwarded.push_str(&format!("for={ip};"));
-            }
-        }
-        forwarded.push_str("proto=");
-        forwarded.push_str(proto);
-        if let Some(host) =
-            original_host.filter(|h| h.bytes().all(|b| b.is_ascii_graphic() && b != b'"'))
-        {
-            upstream.insert_header("x-forwarded-host", host.as_str())?;
-            forwarded.push_str(&format!(";host=\"{host}\""));
-        }
-        upstream.insert_header("forwarded", forwarded)?;
-
-        let consumer = &routed.consumer;
-        upstream.insert_header("x-chasqui-consumer-entity", consumer.entity_code.as_str())?;
-        upstream.insert_header("x-chasqui-consumer-system", consumer.consumer_code.as_str())?;
-        upstream.insert_header("x-chasqui-environment", routed.env.as_str())?;
-        upstream.insert_header("x-chasqui-service", routed.service.route_name.as_str())?;
-        upstream.insert_header("x-request-id", ctx.request_id.as_str())?;
-        if let Some(trace) = &ctx.trace {
-            // W3C trace context: the upstream continues this trace, under
-            // the gateway's upstream span.
-            upstream.insert_header("traceparent", trace.upstream_traceparent())?;
-        }
+        let head = UpstreamHead::compute(session, ctx)?;
+        upstream_head::apply(
+            head,
+            upstream,
+            body_plugin(ctx),
+            ctx.prebuffered.as_ref().map(|b| b.len()),
+        )?;
         ctx.sent_upstream_at_us = Some(crate::oprecords::now_us());
         Ok(())
     }

@@ -174,10 +174,7 @@ fn checkout_build_dir(shared: &Path, crate_dir: &Path) -> PathBuf {
         .ancestors()
         .find(|a| a.join("Cargo.lock").is_file())
         .unwrap_or(&dir);
-    let digest = ring::digest::digest(
-        &ring::digest::SHA256,
-        root.as_os_str().as_encoded_bytes(),
-    );
+    let digest = ring::digest::digest(&ring::digest::SHA256, root.as_os_str().as_encoded_bytes());
     let key: String = digest.as_ref()[..8]
         .iter()
         .map(|b| format!("{b:02x}"))

@@ -11,7 +11,8 @@
 //! `bench/README.md`, eighth session); the system calls are the same.
 //!
 //! What stays shared with the general path, so that both behave alike: the
-//! upstream choice (`upstream_peer`), the upstream head (`upstream_request_filter`),
+//! upstream choice (`upstream_peer`), the upstream head's fields (`UpstreamHead`, built
+//! here in one field map, see `upstream_head`),
 //! the answer's filters (`response_filter`, `response_body_filter`: request
 //! id, ledger seal, response cache), the failure classification
 //! (`fail_to_connect`, `error_while_proxy`) and the problem answers
@@ -24,6 +25,7 @@
 //! connection the upstream had closed is not counted as an attempt, on
 //! either path: see `error_while_proxy`).
 
+use super::upstream_head::{self, UpstreamHead};
 use super::{ChasquiProxy, RequestCtx};
 use bytes::Bytes;
 use http::header;
@@ -59,10 +61,10 @@ impl ChasquiProxy {
         ctx: &mut RequestCtx,
     ) -> Result<bool> {
         let peer = self.upstream_peer(session, ctx).await?;
-        let mut req = session.req_header().clone();
-        req.set_version(http::Version::HTTP_11);
-        strip_connection_nominated(&mut req);
-        self.upstream_request_filter(session, &mut req, ctx).await?;
+        let head = UpstreamHead::compute(session, ctx)?;
+        let req =
+            upstream_head::direct_request(head, session.req_header(), super::body_plugin(ctx));
+        ctx.sent_upstream_at_us = Some(crate::oprecords::now_us());
 
         let Some(upstream) = self.attempt(session, ctx, &peer, req).await? else {
             return Ok(false);
@@ -207,18 +209,6 @@ async fn read_final_head(upstream: &mut UpstreamSession) -> Result<()> {
             }
             Some(s) if s.is_informational() => {}
             _ => return Ok(()),
-        }
-    }
-}
-
-/// Removes the fields a request's `Connection` field names (RFC 9110,
-/// 7.6.1): they concern the client's hop only. (pingora's general path does
-/// the same before `upstream_request_filter`, which drops the standard
-/// hop-by-hop fields themselves.)
-fn strip_connection_nominated(req: &mut RequestHeader) {
-    for name in super::connection_nominated(&req.headers) {
-        if name != header::HOST {
-            req.remove_header(&name);
         }
     }
 }
