@@ -158,13 +158,14 @@ pub fn default_target_dir() -> PathBuf {
 /// checkout (the nearest ancestor of `crate_dir` holding a `Cargo.lock`),
 /// under the shared default directory.
 ///
-/// Why not the shared directory itself: cargo names a `cdylib`'s output
-/// without a hash, so two checkouts of the same plugin write the same file,
-/// while each keeps its own fingerprint. After the other checkout's build,
-/// cargo finds this one's fresh and leaves the other's module in place: a
-/// stale plugin, silently (seen with CI's clone beside the work tree). Per
-/// checkout, each build is also incremental again instead of undoing the
-/// other's. The components still go to the shared `components/`: the plugin
+/// Why not the shared directory itself: cargo identifies a workspace's
+/// own packages by their path inside the workspace, so two checkouts of the
+/// same plugin share one fingerprint and one output file, and freshness is
+/// decided by the sources' modification times. A checkout whose files are
+/// older than the other checkout's last build is taken as fresh and gets the
+/// other's module: a stale plugin, silently (seen with CI's clone beside the
+/// work tree). Per checkout, each build is also incremental again instead of
+/// undoing the other's. The components still go to the shared `components/`: the plugin
 /// directory that `serve` reads by default, where the last build wins.
 fn checkout_build_dir(shared: &Path, crate_dir: &Path) -> PathBuf {
     let dir = crate_dir
@@ -179,7 +180,38 @@ fn checkout_build_dir(shared: &Path, crate_dir: &Path) -> PathBuf {
         .iter()
         .map(|b| format!("{b:02x}"))
         .collect();
-    shared.join("checkouts").join(key)
+    let checkouts = shared.join("checkouts");
+    prune_gone_checkouts(&checkouts);
+    let dir = checkouts.join(key);
+    // Best effort: without the note the directory is only never pruned.
+    let _ = std::fs::create_dir_all(&dir).and_then(|()| {
+        std::fs::write(dir.join(CHECKOUT_NOTE), root.as_os_str().as_encoded_bytes())
+    });
+    dir
+}
+
+/// The file in a checkout's build directory that names the checkout.
+const CHECKOUT_NOTE: &str = "checkout";
+
+/// Removes the build directories of checkouts that no longer exist (a CI
+/// clone in a temporary directory leaves about half a GiB behind). Best
+/// effort; a directory without its note (being made) is left alone.
+fn prune_gone_checkouts(checkouts: &Path) {
+    let Ok(entries) = std::fs::read_dir(checkouts) else {
+        return;
+    };
+    for entry in entries.flatten() {
+        let Ok(root) = std::fs::read(entry.path().join(CHECKOUT_NOTE)) else {
+            continue;
+        };
+        let Ok(root) = String::from_utf8(root) else {
+            continue;
+        };
+        if !Path::new(&root).exists() {
+            tracing::info!(checkout = %root, dir = %entry.path().display(), "removing the plugin build directory of a checkout that is gone");
+            let _ = std::fs::remove_dir_all(entry.path());
+        }
+    }
 }
 
 /// Builds the plugin crate in `crate_dir` and writes its component to `out`
@@ -320,4 +352,39 @@ pub fn new_plugin(dir: &Path, name: &str, sdk: &str) -> anyhow::Result<()> {
         std::fs::write(&path, text).with_context(|| format!("writing {}", path.display()))?;
     }
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn each_checkout_builds_apart_and_gone_checkouts_are_pruned() {
+        let shared = tempfile::tempdir().unwrap();
+        let one = tempfile::tempdir().unwrap();
+        let two = tempfile::tempdir().unwrap();
+        for checkout in [&one, &two] {
+            std::fs::write(checkout.path().join("Cargo.lock"), "").unwrap();
+            std::fs::create_dir_all(checkout.path().join("plugins/p")).unwrap();
+        }
+        let dir_one = checkout_build_dir(shared.path(), &one.path().join("plugins/p"));
+        let dir_two = checkout_build_dir(shared.path(), &two.path().join("plugins/p"));
+        assert_ne!(dir_one, dir_two);
+        // The same checkout, another plugin: the same directory (shared deps).
+        std::fs::create_dir_all(one.path().join("plugins/q")).unwrap();
+        assert_eq!(
+            checkout_build_dir(shared.path(), &one.path().join("plugins/q")),
+            dir_one
+        );
+        assert!(dir_one.is_dir() && dir_two.is_dir());
+        // A directory being made (no note yet) is never pruned.
+        let making = shared.path().join("checkouts/making");
+        std::fs::create_dir_all(&making).unwrap();
+
+        drop(two);
+        checkout_build_dir(shared.path(), &one.path().join("plugins/p"));
+        assert!(dir_one.is_dir(), "a live checkout's directory stays");
+        assert!(!dir_two.exists(), "a gone checkout's directory is removed");
+        assert!(making.is_dir());
+    }
 }
