@@ -20,33 +20,19 @@ use pingora_error::{Error, ErrorType, Result};
 use pingora_http::RequestHeader;
 use pingora_proxy::Session;
 
-/// A field the gateway sets upstream.
-pub(super) struct Field {
-    /// The name as written on the wire by the general path.
-    pub wire: &'static str,
-    /// The name, parsed.
-    pub name: HeaderName,
-}
-
-macro_rules! field {
-    ($const:ident, $wire:literal) => {
-        static $const: Field = Field {
-            wire: $wire,
-            name: HeaderName::from_static($wire),
-        };
-    };
-}
-
-field!(X_FORWARDED_FOR, "x-forwarded-for");
-field!(X_FORWARDED_PROTO, "x-forwarded-proto");
-field!(X_FORWARDED_HOST, "x-forwarded-host");
-field!(FORWARDED, "forwarded");
-field!(CONSUMER_ENTITY, "x-chasqui-consumer-entity");
-field!(CONSUMER_SYSTEM, "x-chasqui-consumer-system");
-field!(ENVIRONMENT, "x-chasqui-environment");
-field!(SERVICE, "x-chasqui-service");
-field!(REQUEST_ID, "x-request-id");
-field!(TRACEPARENT, "traceparent");
+// The names of the fields the gateway sets, parsed at compile time. Statics,
+// not consts: each use is the same name, and the general path writes it as
+// spelt here (`as_str` of a static name is `'static`).
+static X_FORWARDED_FOR: HeaderName = HeaderName::from_static("x-forwarded-for");
+static X_FORWARDED_PROTO: HeaderName = HeaderName::from_static("x-forwarded-proto");
+static X_FORWARDED_HOST: HeaderName = HeaderName::from_static("x-forwarded-host");
+static FORWARDED: HeaderName = HeaderName::from_static("forwarded");
+static CONSUMER_ENTITY: HeaderName = HeaderName::from_static("x-chasqui-consumer-entity");
+static CONSUMER_SYSTEM: HeaderName = HeaderName::from_static("x-chasqui-consumer-system");
+static ENVIRONMENT: HeaderName = HeaderName::from_static("x-chasqui-environment");
+static SERVICE: HeaderName = HeaderName::from_static("x-chasqui-service");
+static REQUEST_ID: HeaderName = HeaderName::from_static("x-request-id");
+static TRACEPARENT: HeaderName = HeaderName::from_static("traceparent");
 
 /// What the gateway puts in the upstream head.
 pub(super) struct UpstreamHead {
@@ -55,7 +41,7 @@ pub(super) struct UpstreamHead {
     /// `Host`: the backend's authority.
     pub host: HeaderValue,
     /// The fields the gateway sets, each replacing any of its name.
-    pub fields: Vec<(&'static Field, HeaderValue)>,
+    pub fields: Vec<(&'static HeaderName, HeaderValue)>,
 }
 
 /// A value made of the gateway's own text: an error here is the gateway's
@@ -189,8 +175,8 @@ pub(super) fn apply(
         upstream.remove_header(&http::header::TRANSFER_ENCODING);
         upstream.insert_header(http::header::CONTENT_LENGTH, len.to_string())?;
     }
-    for (field, value) in head.fields {
-        upstream.insert_header(field.wire, value)?;
+    for (name, value) in head.fields {
+        upstream.insert_header(name.as_str(), value)?;
     }
     Ok(())
 }
@@ -214,8 +200,8 @@ pub(super) fn direct_request(
         }
         headers.append(name.clone(), value.clone());
     }
-    for (field, value) in head.fields {
-        headers.insert(field.name.clone(), value);
+    for (name, value) in head.fields {
+        headers.insert(name.clone(), value);
     }
     let mut parts = http::Request::new(()).into_parts().0;
     parts.method = client.method.clone();
